@@ -1,0 +1,258 @@
+"""``TracingConnector``: the round trip's connection events, and the reuse detector.
+
+Theory of operation
+-------------------
+``connect()`` is where a round trip begins (once per hop and per retry: aiohttp calls it
+again for each). With no traced request running it returns aiohttp's own coroutine and adds
+nothing else. With one, it opens a round trip (``get_conn``; a ``redirect`` or ``retry``
+first when it is not the request's first), lets aiohttp get the connection, and fires
+``got_conn``. Everything aiohttp does inside ``connect()`` runs in the caller's task, so the
+narrow overrides below find the round trip through the ``current_request`` ContextVar:
+
+* ``_wait_for_available_connection`` — pool_wait_start / pool_wait_done;
+* ``_resolve_host`` — dns_start / dns_done (cache hits and coalesced lookups included);
+* the socket factory (``_sockets.py``) — connect_start / connect_done per address;
+* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``_tls.py``);
+* ``_create_connection`` — marks the connection as opened by this round trip.
+
+From ``got_conn`` on, the connection's protocol points at the round trip, and ``_release``
+(the connection leaving the request) ends it: ``response_body_done`` then ``put_idle_conn``.
+
+The reuse detector: every connection carries a ``ConnState`` (id, opened, served, released).
+A round trip reused a connection when it got one it did not open; the idle time is from the
+connection's last release. When it opened one, ``reuse_miss`` says why no pooled one served:
+``keepalive_disabled``, ``stale_retry``, ``first``, ``busy`` (every live connection to the
+host was in use), or how the last one to the host ended (``server_closed``, ``idle_timeout``,
+``error``, ``closed``).
+
+Private aiohttp methods overridden here (signatures identical in 3.12.15 and 3.14.5, checked
+against both sources and by the test suite on both): ``_wait_for_available_connection``,
+``_resolve_host``, ``_get_ssl_context``, ``_create_connection``, ``_release``. Private state
+read goes through ``_aiohttp_private.py``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import TCPConnector
+from aiohttp.helpers import is_ip_address
+
+from ._aiohttp_private import (
+    dns_cache_state,
+    install_protocol_factory,
+    server_asked_to_close,
+)
+from ._context import current_request
+from ._events import ConnInfo
+from ._protocol import TracingResponseHandler
+from ._sockets import make_socket_factory
+from ._state import HostHistory, _now
+from ._tls import tls_info, traceable
+
+if TYPE_CHECKING:
+    import ssl
+
+    from aiohttp import ClientRequest, ClientTimeout
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.connector import Connection
+
+    from ._state import ConnState, HopState, RequestState
+
+__all__ = ["ConnectionNotPooled", "TracingConnector"]
+
+
+class ConnectionNotPooled(ConnectionError):
+    """Why a connection went back closed instead of idle (``put_idle_conn``'s ``err``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _sockaddr(addr: Any) -> str | None:
+    if not addr:
+        return None
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)
+
+
+class TracingConnector(TCPConnector):
+    """A ``TCPConnector`` (same arguments) that reports connection events of traced requests."""
+
+    def __init__(self, *args: Any, socket_factory: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, socket_factory=make_socket_factory(socket_factory), **kwargs)
+        install_protocol_factory(self, TracingResponseHandler)
+        self._aiotrace_hosts: dict[Any, HostHistory] = {}
+
+    # -- the round trip -----------------------------------------------------------------------
+
+    def connect(self, req: ClientRequest, traces: Any, timeout: ClientTimeout) -> Any:
+        state = current_request.get()
+        if state is None:
+            return super().connect(req, traces, timeout)
+        return self._traced_connect(state, req, traces, timeout)
+
+    async def _traced_connect(
+        self, state: RequestState, req: ClientRequest, traces: Any, timeout: ClientTimeout
+    ) -> Connection:
+        hop = state.begin_hop(req.method, req.url)
+        try:
+            conn = await super().connect(req, traces, timeout)
+        except BaseException as e:
+            hop.fail(e)
+            raise
+        try:
+            self._got_conn(hop, conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _got_conn(self, hop: HopState, conn: Connection) -> None:
+        proto: Any = conn.protocol
+        cs: ConnState = proto.aiotrace_conn
+        reused = hop.conn is not cs  # _create_connection set hop.conn if this hop opened it
+        idle = 0.0
+        if reused:
+            released = cs.released_at
+            idle = _now() - released if released is not None else 0.0
+        if cs.info is None:
+            cs.info = self._conn_info(proto, cs, hop)
+        cs.released_at = None
+        cs.served += 1
+        proto.aiotrace_hop = hop
+        hop.got_conn(cs, reused, idle)
+
+    def _conn_info(self, proto: ResponseHandler, cs: ConnState, hop: HopState) -> ConnInfo:
+        transport = proto.transport
+        tls = hop.tls
+        local = remote = None
+        if transport is not None:
+            local = _sockaddr(transport.get_extra_info("sockname"))
+            remote = _sockaddr(transport.get_extra_info("peername"))
+            if tls is None:
+                ssl_object = transport.get_extra_info("ssl_object")
+                if ssl_object is not None:
+                    tls = tls_info(ssl_object)
+        return ConnInfo(id=cs.id, local_addr=local, remote_addr=remote, tls=tls)
+
+    def _miss_reason(self, hop: HopState, key: Any, history: HostHistory | None) -> str:
+        """Why the round trip had to open a connection (the pool state as it was just now)."""
+        if self.force_close:
+            return "keepalive_disabled"
+        hops = hop.state.hops
+        if len(hops) > 1:
+            prev = hops[-2]
+            if prev.rt.hop == hop.rt.hop and prev.reused:
+                return "stale_retry"
+        if history is None:
+            return "first"
+        for proto in self._acquired:  # type: ignore[attr-defined]
+            other = getattr(proto, "aiotrace_conn", None)
+            if other is not None and other.key == key and other.closed_at is None:
+                return "busy"
+        return history.last_close or "closed"
+
+    # -- private aiohttp methods (3.12.15 and 3.14.5) --------------------------------------
+
+    async def _create_connection(
+        self, req: ClientRequest, traces: Any, timeout: ClientTimeout
+    ) -> ResponseHandler:
+        proto = await super()._create_connection(req, traces, timeout)
+        cs: ConnState | None = getattr(proto, "aiotrace_conn", None)
+        if cs is not None:
+            key = req.connection_key
+            history = self._aiotrace_hosts.get(key)
+            state = current_request.get()
+            hop = state.hop if state is not None else None
+            if hop is not None:
+                hop.conn = cs
+                hop.reuse_miss = self._miss_reason(hop, key, history)
+            if history is None:
+                history = self._aiotrace_hosts[key] = HostHistory()
+            cs.key = key
+            cs.history = history
+        return proto
+
+    async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
+        state = current_request.get()
+        hop = state.hop if state is not None else None
+        if hop is None:
+            return await super()._wait_for_available_connection(key, traces)  # type: ignore[misc, no-any-return]
+        hop.pool_wait_start()
+        try:
+            await super()._wait_for_available_connection(key, traces)  # type: ignore[misc]
+        except BaseException as e:
+            hop.pool_wait_done(e)
+            raise
+        hop.pool_wait_done(None)
+        return None
+
+    def _resolve_host(self, host: str, port: int, traces: Any = None) -> Any:
+        state = current_request.get()
+        if state is None or state.hop is None or is_ip_address(host):
+            return super()._resolve_host(host, port, traces)
+        return self._traced_resolve(state.hop, host, port, traces)
+
+    async def _traced_resolve(self, hop: HopState, host: str, port: int, traces: Any) -> Any:
+        cached, coalesced = dns_cache_state(self, host, port)
+        hop.dns_start(host)
+        try:
+            hosts = await super()._resolve_host(host, port, traces)
+        except BaseException as e:
+            hop.dns_done((), e, coalesced, cached)
+            raise
+        hop.dns_done(tuple(h["host"] for h in hosts), None, coalesced, cached)
+        return hosts
+
+    def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:
+        ctx = super()._get_ssl_context(req)
+        return None if ctx is None else traceable(ctx)
+
+    def _release(
+        self, key: Any, protocol: ResponseHandler, *, should_close: bool = False
+    ) -> None:
+        p: Any = protocol
+        cs: ConnState | None = getattr(p, "aiotrace_conn", None)
+        hop: HopState | None = getattr(p, "aiotrace_hop", None)
+        if hop is None:
+            if cs is not None:
+                cs.released_at = _now()
+            return super()._release(key, protocol, should_close=should_close)
+        p.aiotrace_hop = None
+        reason = self._close_reason(protocol, should_close)
+        if cs is not None:
+            cs.released_at = _now()
+            if reason is not None:
+                cs.closing(reason[0])
+        super()._release(key, protocol, should_close=should_close)
+        if reason is None:
+            hop.body_done(None)
+            hop.put_idle_conn(None)
+            return
+        err = ConnectionNotPooled(*reason)
+        hop.body_done(err if reason[0] == "closed" else None)
+        hop.put_idle_conn(err)
+        return None
+
+    def _close_reason(self, protocol: ResponseHandler, should_close: bool) -> tuple[str, str] | None:
+        if self.closed:
+            return ("session_closed", "the session's connector is closed")
+        if self.force_close:
+            return ("keepalive_disabled", "keep-alive disabled (force_close)")
+        if server_asked_to_close(protocol):
+            return ("server_closed", "the server asked to close (Connection: close)")
+        if should_close or protocol.should_close:
+            return ("closed", "closed before the response was fully read, or after an error")
+        return None
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        for conns in list(self._conns.values()):  # type: ignore[attr-defined]
+            for proto, _ in conns:
+                cs = getattr(proto, "aiotrace_conn", None)
+                if cs is not None:
+                    cs.closing("session_closed")
+        return super().close(*args, **kwargs)

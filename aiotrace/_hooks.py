@@ -1,0 +1,256 @@
+"""``ClientTrace``: the hooks, how traces compose, and how a trace's hooks are dispatched.
+
+A trace is compiled once into a :class:`Dispatch`: one attribute per hook, ``None`` where no
+one listens, so an emitter pays one attribute read and one ``is None`` test for a hook nobody
+set, and builds no event for it. Compiling handles the three things a hook can be:
+
+* a plain function: called inline, at the moment of the event (as in Go);
+* a coroutine function: scheduled, never awaited inline; one request's coroutine hooks run one
+  at a time in event order (:class:`SerialRunner`);
+* a hook that raises: logged on the ``aiotrace`` logger and the request goes on, unless its
+  trace was made with ``propagate_errors=True``.
+
+Composition follows Go's ``WithClientTrace``: for a hook set in both, the inner (newer) trace's
+runs first, then the outer's. A trace already in the chain is not added again, so attaching
+the same trace twice calls each hook once and never recurses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+
+from ._events import (
+    ConnectDoneInfo,
+    ConnectStartInfo,
+    DNSDoneInfo,
+    DNSStartInfo,
+    GetConnInfo,
+    Got1xxResponseInfo,
+    Got100ContinueInfo,
+    GotConnInfo,
+    GotFirstResponseByteInfo,
+    PoolWaitDoneInfo,
+    PoolWaitStartInfo,
+    PutIdleConnInfo,
+    RedirectInfo,
+    RequestDoneInfo,
+    RequestEndInfo,
+    RequestExceptionInfo,
+    RequestStartInfo,
+    ResponseBodyDoneInfo,
+    RetryInfo,
+    TLSHandshakeDoneInfo,
+    TLSHandshakeStartInfo,
+    Wait100ContinueInfo,
+    WroteHeaderFieldInfo,
+    WroteHeadersInfo,
+    WroteRequestInfo,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "SerialRunner", "compose"]
+
+log = logging.getLogger("aiotrace")
+
+E = TypeVar("E")
+_Hook: TypeAlias = Callable[[E], object] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, weakref_slot=True)
+class ClientTrace:
+    """Optional hooks called as a traced request runs; each takes one event object.
+
+    Go's hooks in snake_case, then what an aiohttp client adds over Go's transport. A hook may
+    be a plain function (called inline) or a coroutine function (scheduled, run in order).
+    ``propagate_errors=True`` lets a hook's exception fail the request instead of being logged.
+    """
+
+    # Go's net/http/httptrace hooks.
+    get_conn: _Hook[GetConnInfo] = None
+    got_conn: _Hook[GotConnInfo] = None
+    put_idle_conn: _Hook[PutIdleConnInfo] = None
+    got_first_response_byte: _Hook[GotFirstResponseByteInfo] = None
+    got_100_continue: _Hook[Got100ContinueInfo] = None
+    got_1xx_response: _Hook[Got1xxResponseInfo] = None
+    dns_start: _Hook[DNSStartInfo] = None
+    dns_done: _Hook[DNSDoneInfo] = None
+    connect_start: _Hook[ConnectStartInfo] = None
+    connect_done: _Hook[ConnectDoneInfo] = None
+    tls_handshake_start: _Hook[TLSHandshakeStartInfo] = None
+    tls_handshake_done: _Hook[TLSHandshakeDoneInfo] = None
+    wrote_header_field: _Hook[WroteHeaderFieldInfo] = None
+    wrote_headers: _Hook[WroteHeadersInfo] = None
+    wait_100_continue: _Hook[Wait100ContinueInfo] = None
+    wrote_request: _Hook[WroteRequestInfo] = None
+    # What an aiohttp client adds: the request around its round trips, and the pool.
+    request_start: _Hook[RequestStartInfo] = None
+    redirect: _Hook[RedirectInfo] = None
+    retry: _Hook[RetryInfo] = None
+    request_end: _Hook[RequestEndInfo] = None
+    request_exception: _Hook[RequestExceptionInfo] = None
+    pool_wait_start: _Hook[PoolWaitStartInfo] = None
+    pool_wait_done: _Hook[PoolWaitDoneInfo] = None
+    response_body_done: _Hook[ResponseBodyDoneInfo] = None
+    request_done: _Hook[RequestDoneInfo] = None
+
+    propagate_errors: bool = False
+
+    _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
+    _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
+
+    def dispatch(self) -> Dispatch:
+        """The compiled dispatch table (built on first use, then reused)."""
+        d = self._dispatch
+        if d is None:
+            d = Dispatch(self._parts or (self,))
+            object.__setattr__(self, "_dispatch", d)
+        return d
+
+
+HOOK_NAMES: tuple[str, ...] = tuple(
+    f.name for f in fields(ClientTrace) if f.name not in ("propagate_errors", "_parts", "_dispatch")
+)
+
+
+class SerialRunner:
+    """Runs one request's coroutine hooks one at a time, in the order their events happened."""
+
+    __slots__ = ("_queue", "_task")
+    _tasks: ClassVar[set[asyncio.Task[None]]] = set()
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[Callable[[Any], Coroutine[Any, Any, object]], object]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def schedule(self, fn: Callable[[Any], Coroutine[Any, Any, object]], event: object) -> None:
+        self._queue.append((fn, event))
+        if self._task is None:
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                fn, event = queue.popleft()
+                try:
+                    await fn(event)
+                except Exception:
+                    log.exception("aiotrace: coroutine hook %s raised", _name(fn))
+        finally:
+            self._task = None
+            if queue:  # cancelled with work left: never drop events silently
+                log.warning("aiotrace: %d coroutine hook call(s) dropped", len(queue))
+                queue.clear()
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
+
+
+def _compile_one(fn: Callable[[Any], object], propagate: bool) -> Callable[[Any], None]:
+    if inspect.iscoroutinefunction(fn):
+        coro_fn = fn
+
+        def schedule(event: Any) -> None:
+            event.request._state.serial().schedule(coro_fn, event)
+
+        return schedule
+    if propagate:
+        return fn  # type: ignore[return-value]
+
+    def call(event: Any) -> None:
+        try:
+            fn(event)
+        except Exception:
+            log.exception("aiotrace: hook %s raised; the request goes on", _name(fn))
+
+    return call
+
+
+def _chain(calls: list[Callable[[Any], None]]) -> Callable[[Any], None]:
+    if len(calls) == 1:
+        return calls[0]
+    seq = tuple(calls)
+
+    def chained(event: Any) -> None:
+        for c in seq:
+            c(event)
+
+    return chained
+
+
+class Dispatch:
+    """One attribute per hook: a callable taking the event, or ``None`` if no one listens."""
+
+    __slots__ = HOOK_NAMES
+
+    def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        for name in HOOK_NAMES:
+            calls = []
+            for part in parts:
+                fn = getattr(part, name)
+                if fn is not None:
+                    calls.append(_compile_one(fn, part.propagate_errors))
+            setattr(self, name, _chain(calls) if calls else None)
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Callable[[Any], None] | None: ...
+
+
+_compose_cache: dict[tuple[int, ...], tuple[tuple[weakref.ref[ClientTrace], ...], ClientTrace]] = {}
+_COMPOSE_CACHE_MAX = 256
+
+
+def compose(*traces: ClientTrace | None) -> ClientTrace | None:
+    """Compose traces, innermost first; each trace's hooks run once however often it appears."""
+    parts: list[ClientTrace] = []
+    for trace in traces:
+        if trace is None:
+            continue
+        for part in trace._parts or (trace,):
+            if not any(p is part for p in parts):
+                parts.append(part)
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    key = tuple(id(p) for p in parts)
+    hit = _compose_cache.get(key)
+    if hit is not None and all(r() is p for r, p in zip(hit[0], parts, strict=True)):
+        return hit[1]
+    hooks: dict[str, Any] = {}
+    for name in HOOK_NAMES:
+        fns = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        if fns:
+            hooks[name] = _call_all(fns)
+    composed = ClientTrace(**hooks, _parts=tuple(parts))
+    if len(_compose_cache) >= _COMPOSE_CACHE_MAX:
+        _compose_cache.clear()
+    _compose_cache[key] = (tuple(weakref.ref(p) for p in parts), composed)
+    return composed
+
+
+def _call_all(fns: list[Callable[[Any], object]]) -> Callable[[Any], None]:
+    """A composed hook as a user calls it directly: each part's hook in order."""
+
+    def call(event: Any) -> None:
+        for fn in fns:
+            result = fn(event)
+            if inspect.iscoroutine(result):
+                event.request._state.serial().schedule(lambda _e, c=result: c, event)
+
+    return call
+

@@ -1,0 +1,116 @@
+"""``traced_session()`` and the request boundary: where a traced request begins and ends.
+
+The boundary wraps the session's ``_request`` (see ``_aiohttp_private.install_request_boundary``).
+Per call it composes the per-request trace (``trace_request_ctx=``), the scoped trace
+(``with_client_trace``) and the session's ``trace=``, innermost first. None active: it returns
+aiohttp's own coroutine, untouched. Otherwise it makes the :class:`RequestState`, fires
+``request_start``, runs the request with ``current_request`` set in the caller's task, and
+fires ``request_end`` or ``request_exception`` before handing back exactly what aiohttp gave.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import ClientRequest, ClientSession
+from yarl import URL
+
+from ._aiohttp_private import install_request_boundary
+from ._connector import TracingConnector
+from ._context import current_request, scoped_trace
+from ._hooks import ClientTrace, compose
+from ._request import traced_request_class
+from ._state import RequestState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ["traced_session"]
+
+
+def _as_trace(obj: object, what: str) -> ClientTrace | None:
+    if obj is None or isinstance(obj, ClientTrace):
+        return obj
+    trace = getattr(obj, "trace", None)  # a Recorder, or anything carrying a .trace
+    if isinstance(trace, ClientTrace):
+        return trace
+    if what == "trace=":
+        raise TypeError(f"traced_session(trace=...) takes a ClientTrace, not {type(obj).__name__}")
+    return None
+
+
+def traced_session(
+    *,
+    trace: ClientTrace | Any = None,
+    connector: TracingConnector | None = None,
+    request_class: type[ClientRequest] = ClientRequest,
+    **kwargs: Any,
+) -> ClientSession:
+    """An ``aiohttp.ClientSession`` wired for tracing; takes every ``ClientSession`` argument.
+
+    ``trace=`` (a :class:`ClientTrace` or a :class:`Recorder`) traces every request of the
+    session, composing with scoped and per-request traces. ``connector`` must be a
+    :class:`TracingConnector` (one with default settings is made if omitted).
+    """
+    session_trace = _as_trace(trace, "trace=")
+    if connector is None:
+        connector = TracingConnector()
+    elif not isinstance(connector, TracingConnector):
+        raise TypeError(
+            "traced_session(connector=...) needs an aiotrace.TracingConnector "
+            f"(it takes every TCPConnector argument), not {type(connector).__name__}"
+        )
+    session = ClientSession(
+        connector=connector, request_class=traced_request_class(request_class), **kwargs
+    )
+    install_request_boundary(session, _boundary(session._request, session_trace))
+    return session
+
+
+def _boundary(
+    aiohttp_request: Callable[..., Coroutine[Any, Any, Any]], session_trace: ClientTrace | None
+) -> Callable[..., Any]:
+    def _request(method: str, str_or_url: Any, *, trace_request_ctx: object = None, **kw: Any) -> Any:
+        scoped = scoped_trace.get()
+        per_request = _as_trace(trace_request_ctx, "trace_request_ctx=")
+        if per_request is None and scoped is None and session_trace is None:
+            return aiohttp_request(method, str_or_url, trace_request_ctx=trace_request_ctx, **kw)
+        trace = compose(per_request, scoped, session_trace)
+        assert trace is not None
+        return _traced(aiohttp_request, trace, method, str_or_url, trace_request_ctx, kw)
+
+    return _request
+
+
+async def _traced(
+    aiohttp_request: Callable[..., Coroutine[Any, Any, Any]],
+    trace: ClientTrace,
+    method: str,
+    str_or_url: Any,
+    trace_request_ctx: object,
+    kw: dict[str, Any],
+) -> Any:
+    try:
+        url = URL(str_or_url) if not isinstance(str_or_url, URL) else str_or_url
+    except (TypeError, ValueError):
+        url = URL()
+    state = RequestState(trace, method.upper(), url)
+    token = current_request.set(state)
+    try:
+        state.start()
+        try:
+            response = await aiohttp_request(
+                method, str_or_url, trace_request_ctx=trace_request_ctx, **kw
+            )
+        except BaseException as e:
+            state.exception(e)
+            raise
+        state.response = response
+        try:
+            state.end(response)
+        except BaseException:
+            response.close()
+            raise
+        return response
+    finally:
+        current_request.reset(token)

@@ -1,0 +1,95 @@
+"""One connect_start/connect_done per TCP connect attempt, through ``socket_factory``.
+
+aiohttp (3.12+) passes ``socket_factory`` to aiohappyeyeballs, which calls it once per address
+it tries and then runs ``loop.sock_connect`` on the socket. The socket made here is a
+``socket.socket`` subclass that watches that attempt: both asyncio and uvloop start the connect
+with ``sock.connect()`` and learn its outcome from ``sock.getsockopt(SOL_SOCKET, SO_ERROR)``;
+aiohappyeyeballs closes every socket that lost or failed. So the attempt's end is seen exactly
+when the event loop sees it, and an attempt closed with no outcome was abandoned.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ._context import current_request
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._state import HopState, _Attempt
+
+__all__ = ["make_socket_factory"]
+
+_SO_ERROR = (socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+class _AttemptSocket(socket.socket):
+    __slots__ = ("_aiotrace_attempt", "_aiotrace_hop")
+
+    _aiotrace_hop: HopState
+    _aiotrace_attempt: _Attempt
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except (BlockingIOError, InterruptedError):
+            raise
+        except OSError as e:
+            self._aiotrace_hop.connect_done(self._aiotrace_attempt, e)
+            raise
+        self._aiotrace_hop.connect_done(self._aiotrace_attempt, None)
+
+    def getsockopt(self, *args: Any) -> Any:
+        value = super().getsockopt(*args)
+        if args[:2] == _SO_ERROR and len(args) == 2:
+            attempt = self._aiotrace_attempt
+            if not attempt.done:
+                err = OSError(value, _strerror(value)) if value else None
+                self._aiotrace_hop.connect_done(attempt, err)
+        return value
+
+    def close(self) -> None:
+        attempt = self._aiotrace_attempt
+        if not attempt.done:
+            self._aiotrace_hop.connect_done(attempt, ConnectionAbortedError("attempt abandoned"))
+        super().close()
+
+
+def _strerror(code: int) -> str:
+    import os
+
+    return os.strerror(code)
+
+
+def _addr(sockaddr: Any) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def make_socket_factory(
+    user_factory: Callable[[Any], socket.socket] | None,
+) -> Callable[[Any], socket.socket]:
+    """A ``socket_factory`` that reports each attempt of a traced request."""
+
+    def factory(addr_info: Any) -> socket.socket:
+        state = current_request.get()
+        hop = state.hop if state is not None else None
+        family, type_, proto, _, sockaddr = addr_info
+        if hop is None:
+            if user_factory is not None:
+                return user_factory(addr_info)
+            return socket.socket(family=family, type=type_, proto=proto)
+        network = "tcp6" if family == socket.AF_INET6 else "tcp4"
+        attempt = hop.connect_start(network, _addr(sockaddr))
+        if user_factory is not None:
+            # A user's own socket can't be watched: its attempt is settled by the TLS start
+            # or by got_conn (the winner), or by the failure.
+            return user_factory(addr_info)
+        sock = _AttemptSocket(family=family, type=type_, proto=proto)
+        sock._aiotrace_hop = hop
+        sock._aiotrace_attempt = attempt
+        return sock
+
+    return factory

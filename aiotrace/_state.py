@@ -1,0 +1,626 @@
+"""Per-request and per-round-trip state: where every hook is fired from.
+
+Theory of operation
+-------------------
+A traced request is one :class:`RequestState`, made when ``session.request()`` begins. Each
+round trip (the first, each redirect hop, each retry) is one :class:`HopState`. Emitters in the
+connector, the protocol, the TLS object and the request class call the methods below; each
+method stamps ``time.perf_counter()`` into a slot, then fires the hook if someone set it. The
+stamps are the timeline, so a :class:`~aiotrace.Recorder` reads them and needs no hooks of
+its own beyond the request's start and end.
+
+The rules this module keeps:
+
+1. Order within a round trip is Go's: get_conn, [pool_wait_start, pool_wait_done],
+   [dns_start, dns_done], [connect_start, connect_done]*, [tls_handshake_start,
+   tls_handshake_done], got_conn, wrote_header_field*, wrote_headers, [wait_100_continue],
+   wrote_request, got_first_response_byte, [got_1xx_response*], response_body_done,
+   put_idle_conn. Between round trips: ``redirect`` (the previous hop got a response) or
+   ``retry`` (it did not), before the next get_conn.
+2. Every phase that started ends: when a round trip fails, each started and unfinished phase
+   (DNS, every connect attempt, TLS, the request write, the body) gets its ``*_done`` with the
+   error, in that order, before ``request_exception``.
+3. Each event fires at most once per round trip; a stamp that is set is never overwritten.
+4. ``request_start`` is first and ``request_done`` is last, exactly once each. ``request_done``
+   follows ``request_end`` once the final body is done, or follows ``request_exception``.
+5. Hooks fired from loop callbacks (first byte, TLS, pool release, body done) never raise into
+   aiohttp: with ``propagate_errors`` the error is kept and raised at the request's next step
+   in the caller's task.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._events import (
+    ConnectDoneInfo,
+    ConnectStartInfo,
+    ConnInfo,
+    DNSDoneInfo,
+    DNSStartInfo,
+    GetConnInfo,
+    Got1xxResponseInfo,
+    Got100ContinueInfo,
+    GotConnInfo,
+    GotFirstResponseByteInfo,
+    PoolWaitDoneInfo,
+    PoolWaitStartInfo,
+    PutIdleConnInfo,
+    RedirectInfo,
+    RequestDoneInfo,
+    RequestEndInfo,
+    RequestExceptionInfo,
+    RequestStartInfo,
+    ResponseBodyDoneInfo,
+    RetryInfo,
+    RoundTrip,
+    TLSHandshakeDoneInfo,
+    TLSHandshakeStartInfo,
+    TLSInfo,
+    Wait100ContinueInfo,
+    WroteHeaderFieldInfo,
+    WroteHeadersInfo,
+    WroteRequestInfo,
+)
+from ._hooks import SerialRunner, log
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from multidict import CIMultiDictProxy
+    from yarl import URL
+
+    from ._hooks import ClientTrace, Dispatch
+
+__all__ = ["ConnState", "HopState", "RequestState"]
+
+_now = time.perf_counter
+_request_ids = itertools.count(1)
+_conn_ids = itertools.count(1)
+
+
+class AbandonedAttempt(ConnectionAbortedError):
+    """A Happy Eyeballs attempt dropped because another address connected first."""
+
+
+class HostHistory:
+    """What the reuse detector remembers per pool key: how its last connection ended."""
+
+    __slots__ = ("last_close",)
+
+    def __init__(self) -> None:
+        self.last_close: str | None = None
+
+
+class ConnState:
+    """One connection's life, as the reuse detector sees it (kept on the protocol)."""
+
+    __slots__ = (
+        "close_reason",
+        "closed_at",
+        "history",
+        "id",
+        "info",
+        "key",
+        "opened_at",
+        "released_at",
+        "served",
+    )
+
+    def __init__(self) -> None:
+        self.id = next(_conn_ids)
+        self.opened_at = _now()
+        self.key: Any = None
+        self.info: ConnInfo | None = None
+        self.served = 0
+        self.released_at: float | None = None
+        self.closed_at: float | None = None
+        self.close_reason: str | None = None
+        self.history: HostHistory | None = None
+
+    def closing(self, reason: str) -> None:
+        """Record why the connection is being closed (the first reason given wins)."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            if self.history is not None:
+                self.history.last_close = reason
+
+    def __repr__(self) -> str:
+        state = "CLOSED" if self.closed_at is not None else (
+            "IDLE" if self.released_at is not None else "ACTIVE"
+        )
+        return f"<ConnState #{self.id} {state} served={self.served}>"
+
+
+class _Attempt:
+    __slots__ = ("addr", "done", "network")
+
+    def __init__(self, network: str, addr: str) -> None:
+        self.network = network
+        self.addr = addr
+        self.done = False
+
+
+class HopState:
+    """One round trip: its stamps (``perf_counter`` seconds) and what it learned."""
+
+    __slots__ = (
+        "addrs",
+        "attempts",
+        "body_err",
+        "conn",
+        "dns_cached",
+        "dns_coalesced",
+        "err",
+        "idle_time",
+        "reuse_miss",
+        "reused",
+        "rt",
+        "state",
+        "status",
+        "t_body_done",
+        "t_connect_done",
+        "t_connect_start",
+        "t_dns_done",
+        "t_dns_start",
+        "t_end",
+        "t_first_byte",
+        "t_get_conn",
+        "t_got_conn",
+        "t_pool_done",
+        "t_pool_start",
+        "t_tls_done",
+        "t_tls_start",
+        "t_wrote_headers",
+        "t_wrote_request",
+        "tls",
+        "dns_host",
+    )
+
+    def __init__(self, state: RequestState, rt: RoundTrip) -> None:
+        self.state = state
+        self.rt = rt
+        self.t_get_conn = _now()
+        self.t_pool_start: float | None = None
+        self.t_pool_done: float | None = None
+        self.t_dns_start: float | None = None
+        self.t_dns_done: float | None = None
+        self.t_connect_start: float | None = None
+        self.t_connect_done: float | None = None
+        self.t_tls_start: float | None = None
+        self.t_tls_done: float | None = None
+        self.t_got_conn: float | None = None
+        self.t_wrote_headers: float | None = None
+        self.t_wrote_request: float | None = None
+        self.t_first_byte: float | None = None
+        self.t_body_done: float | None = None
+        self.t_end: float | None = None
+        self.dns_host: str | None = None
+        self.addrs: tuple[str, ...] = ()
+        self.dns_cached = False
+        self.dns_coalesced = False
+        self.attempts: list[_Attempt] = []
+        self.tls: TLSInfo | None = None
+        self.conn: ConnState | None = None
+        self.reused = False
+        self.idle_time = 0.0
+        self.reuse_miss: str | None = None
+        self.status: int | None = None
+        self.err: BaseException | None = None
+        self.body_err: BaseException | None = None
+
+    def __repr__(self) -> str:
+        rt = self.rt
+        return f"<HopState req={rt.id} hop={rt.hop} attempt={rt.attempt} status={self.status}>"
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    def pool_wait_start(self) -> None:
+        self.t_pool_start = now = _now()
+        h = self.state.d.pool_wait_start
+        if h is not None:
+            h(PoolWaitStartInfo(request=self.rt, time=now))
+
+    def pool_wait_done(self, err: BaseException | None) -> None:
+        if self.t_pool_start is None or self.t_pool_done is not None:
+            return
+        self.t_pool_done = now = _now()
+        h = self.state.d.pool_wait_done
+        if h is not None:
+            h(PoolWaitDoneInfo(request=self.rt, time=now, err=err))
+
+    # -- DNS --------------------------------------------------------------------------------
+
+    def dns_start(self, host: str) -> None:
+        self.dns_host = host
+        self.t_dns_start = now = _now()
+        h = self.state.d.dns_start
+        if h is not None:
+            h(DNSStartInfo(request=self.rt, time=now, host=host))
+
+    def dns_done(
+        self, addrs: tuple[str, ...], err: BaseException | None, coalesced: bool, cached: bool
+    ) -> None:
+        if self.t_dns_start is None or self.t_dns_done is not None:
+            return
+        self.t_dns_done = now = _now()
+        self.addrs = addrs
+        self.dns_coalesced = coalesced
+        self.dns_cached = cached
+        h = self.state.d.dns_done
+        if h is not None:
+            h(
+                DNSDoneInfo(
+                    request=self.rt,
+                    time=now,
+                    host=self.dns_host or "",
+                    addrs=addrs,
+                    err=err,
+                    coalesced=coalesced,
+                    cached=cached,
+                )
+            )
+
+    # -- TCP connect (one attempt per address) ------------------------------------------------
+
+    def connect_start(self, network: str, addr: str) -> _Attempt:
+        attempt = _Attempt(network, addr)
+        self.attempts.append(attempt)
+        now = _now()
+        if self.t_connect_start is None:
+            self.t_connect_start = now
+        h = self.state.d.connect_start
+        if h is not None:
+            h(ConnectStartInfo(request=self.rt, time=now, network=network, addr=addr))
+        return attempt
+
+    def connect_done(self, attempt: _Attempt, err: BaseException | None) -> None:
+        if attempt.done:
+            return
+        attempt.done = True
+        now = _now()
+        if err is None and self.t_connect_done is None:
+            self.t_connect_done = now
+        h = self.state.d.connect_done
+        if h is not None:
+            h(
+                ConnectDoneInfo(
+                    request=self.rt, time=now, network=attempt.network, addr=attempt.addr, err=err
+                )
+            )
+
+    def connect_settled(self, err: BaseException | None) -> None:
+        """The race is over: close out attempts still open (losers, or all on failure)."""
+        for attempt in self.attempts:
+            if not attempt.done:
+                self.connect_done(attempt, err or AbandonedAttempt("another address won"))
+
+    # -- TLS --------------------------------------------------------------------------------
+
+    def tls_start(self, server_name: str | None) -> None:
+        if self.t_tls_start is not None:
+            return
+        # The socket connected before the first handshake call, even where no per-address
+        # connect_done was seen (a user's own socket_factory): settle the race here.
+        if self.t_connect_start is not None and self.t_connect_done is None:
+            for attempt in self.attempts:
+                if not attempt.done:
+                    self.connect_done(attempt, None)
+                    break
+        self.t_tls_start = now = _now()
+        h = self.state.d.tls_handshake_start
+        if h is not None:
+            h(TLSHandshakeStartInfo(request=self.rt, time=now, server_name=server_name))
+
+    def tls_done(self, info: TLSInfo | None, err: BaseException | None) -> None:
+        if self.t_tls_start is None or self.t_tls_done is not None:
+            return
+        self.t_tls_done = now = _now()
+        self.tls = info
+        h = self.state.d.tls_handshake_done
+        if h is not None:
+            i = info
+            h(
+                TLSHandshakeDoneInfo(
+                    request=self.rt,
+                    time=now,
+                    version=i.version if i else None,
+                    cipher=i.cipher if i else None,
+                    alpn=i.alpn if i else None,
+                    session_reused=i.session_reused if i else False,
+                    peer_subject=i.peer_subject if i else None,
+                    peer_issuer=i.peer_issuer if i else None,
+                    peer_not_after=i.peer_not_after if i else None,
+                    err=err,
+                )
+            )
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def got_conn(self, conn: ConnState, reused: bool, idle_time: float) -> None:
+        self.t_got_conn = now = _now()
+        self.conn = conn
+        self.reused = reused
+        self.idle_time = idle_time
+        if not reused:
+            self.connect_settled(None)
+        h = self.state.d.got_conn
+        if h is not None:
+            assert conn.info is not None
+            h(
+                GotConnInfo(
+                    request=self.rt,
+                    time=now,
+                    conn=conn.info,
+                    reused=reused,
+                    was_idle=reused,
+                    idle_time=idle_time,
+                )
+            )
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def wrote_headers(self, headers: Any) -> None:
+        if self.t_wrote_headers is not None:
+            return
+        d = self.state.d
+        h = d.wrote_header_field
+        if h is not None:
+            now = _now()
+            for key in dict.fromkeys(headers.keys()):
+                h(
+                    WroteHeaderFieldInfo(
+                        request=self.rt, time=now, key=key, values=tuple(headers.getall(key))
+                    )
+                )
+        self.t_wrote_headers = now = _now()
+        h = d.wrote_headers
+        if h is not None:
+            h(WroteHeadersInfo(request=self.rt, time=now))
+
+    def wait_100_continue(self) -> None:
+        h = self.state.d.wait_100_continue
+        if h is not None:
+            h(Wait100ContinueInfo(request=self.rt, time=_now()))
+
+    def wrote_request(self, err: BaseException | None) -> None:
+        if self.t_wrote_request is not None:
+            return
+        self.t_wrote_request = now = _now()
+        h = self.state.d.wrote_request
+        if h is not None:
+            h(WroteRequestInfo(request=self.rt, time=now, err=err))
+
+    # -- reading (loop callbacks: never raise into aiohttp) -----------------------------------
+
+    def first_byte(self) -> None:
+        self.t_first_byte = now = _now()
+        h = self.state.d.got_first_response_byte
+        if h is not None:
+            self.state.call_safely(h, GotFirstResponseByteInfo(request=self.rt, time=now))
+
+    def got_1xx(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+        d = self.state.d
+        now = _now()
+        if status == 100:
+            h = d.got_100_continue
+            if h is not None:
+                h(Got100ContinueInfo(request=self.rt, time=now))
+        h = d.got_1xx_response
+        if h is not None:
+            h(Got1xxResponseInfo(request=self.rt, time=now, status=status, headers=headers))
+
+    def got_status(self, status: int) -> None:
+        self.status = status
+
+    def body_done(self, err: BaseException | None) -> None:
+        """The connection left this round trip: the body is complete, or cut short by ``err``."""
+        if self.t_body_done is not None or self.t_got_conn is None:
+            return
+        self.t_body_done = now = _now()
+        self.body_err = err
+        if self.t_end is None:
+            self.t_end = now
+        state = self.state
+        h = state.d.response_body_done
+        if h is not None:
+            state.call_safely(
+                h, ResponseBodyDoneInfo(request=self.rt, time=now, status=self.status, err=err)
+            )
+        if state.hop is self and state.t_end is not None:
+            state.finish(None)
+
+    def put_idle_conn(self, err: BaseException | None) -> None:
+        h = self.state.d.put_idle_conn
+        if h is not None:
+            conn = self.conn
+            self.state.call_safely(
+                h,
+                PutIdleConnInfo(
+                    request=self.rt, time=_now(), conn=conn.info if conn else None, err=err
+                ),
+            )
+
+    # -- failure ----------------------------------------------------------------------------
+
+    def fail(self, err: BaseException) -> None:
+        """End every started, unfinished phase with ``err`` (rule 2)."""
+        if self.err is None:
+            self.err = err
+        if self.t_pool_start is not None and self.t_pool_done is None:
+            self.pool_wait_done(err)
+        if self.t_dns_start is not None and self.t_dns_done is None:
+            self.dns_done((), err, self.dns_coalesced, False)
+        if self.attempts:
+            self.connect_settled(err)
+        if self.t_tls_start is not None and self.t_tls_done is None:
+            self.tls_done(None, err)
+        if self.t_got_conn is not None:
+            if self.t_wrote_headers is not None and self.t_wrote_request is None:
+                self.wrote_request(err)
+            if self.t_body_done is None:
+                self.body_done(err)
+        if self.t_end is None:
+            self.t_end = _now()
+
+
+class RequestState:
+    """One traced request from ``request_start`` to ``request_done``."""
+
+    __slots__ = (
+        "_serial",
+        "d",
+        "deferred",
+        "done",
+        "err",
+        "final_url",
+        "hop",
+        "hops",
+        "id",
+        "method",
+        "response",
+        "rt",
+        "started_at",
+        "status",
+        "t_done",
+        "t_end",
+        "t_start",
+        "trace",
+        "url",
+    )
+
+    def __init__(self, trace: ClientTrace, method: str, url: URL) -> None:
+        self.id = next(_request_ids)
+        self.trace = trace
+        self.d: Dispatch = trace.dispatch()
+        self.method = method
+        self.url = url
+        self.final_url: URL | None = None
+        self.status: int | None = None
+        self.err: BaseException | None = None
+        self.started_at = time.time()
+        self.t_start = _now()
+        self.t_end: float | None = None
+        self.t_done: float | None = None
+        self.done = False
+        self.hops: list[HopState] = []
+        self.hop: HopState | None = None
+        self.rt = RoundTrip(id=self.id, method=method, url=url, hop=0, attempt=0, _state=self)
+        self.deferred: BaseException | None = None
+        self.response: Any = None
+        self._serial: SerialRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"<RequestState #{self.id} {self.method} {self.url} hops={len(self.hops)}>"
+
+    def serial(self) -> SerialRunner:
+        runner = self._serial
+        if runner is None:
+            runner = self._serial = SerialRunner()
+        return runner
+
+    def call_safely(self, h: Callable[[Any], None], event: object) -> None:
+        try:
+            h(event)
+        except Exception as e:  # only a propagate_errors hook gets here
+            log.exception("aiotrace: hook raised in a loop callback; raised later")
+            if self.deferred is None:
+                self.deferred = e
+
+    def raise_deferred(self) -> None:
+        err = self.deferred
+        if err is not None:
+            self.deferred = None
+            raise err
+
+    # -- the request ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        h = self.d.request_start
+        if h is not None:
+            h(RequestStartInfo(request=self.rt, time=self.t_start, method=self.method, url=self.url))
+
+    def begin_hop(self, method: str, url: URL) -> HopState:
+        """A new round trip: the first, a redirect hop, or a retry (rule 1)."""
+        prev = self.hop
+        if prev is None:
+            rt = self.rt
+            if rt.url != url or rt.method != method:
+                rt = self.rt = RoundTrip(
+                    id=self.id, method=method, url=url, hop=0, attempt=0, _state=self
+                )
+        elif prev.status is not None:
+            rt = self.rt = RoundTrip(
+                id=self.id, method=method, url=url, hop=prev.rt.hop + 1, attempt=0, _state=self
+            )
+            h = self.d.redirect
+            if h is not None:
+                h(
+                    RedirectInfo(
+                        request=rt,
+                        time=_now(),
+                        status=prev.status,
+                        from_url=prev.rt.url,
+                        to_url=url,
+                    )
+                )
+        else:
+            prev_rt = prev.rt
+            rt = self.rt = RoundTrip(
+                id=self.id,
+                method=method,
+                url=url,
+                hop=prev_rt.hop,
+                attempt=prev_rt.attempt + 1,
+                _state=self,
+            )
+            h = self.d.retry
+            if h is not None:
+                reason = "stale pooled connection" if prev.reused else "connection failed"
+                h(RetryInfo(request=rt, time=_now(), reason=reason, err=prev.err))
+        hop = HopState(self, rt)
+        self.hops.append(hop)
+        self.hop = hop
+        h = self.d.get_conn
+        if h is not None:
+            port = url.port
+            h(GetConnInfo(request=rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{port}"))
+        return hop
+
+    def end(self, response: Any) -> None:
+        self.t_end = now = _now()
+        self.status = status = response.status
+        self.final_url = url = response.url
+        h = self.d.request_end
+        if h is not None:
+            h(RequestEndInfo(request=self.rt, time=now, status=status, url=url, response=response))
+        hop = self.hop
+        if hop is None or hop.t_body_done is not None:
+            self.finish(None)
+        self.raise_deferred()
+
+    def exception(self, err: BaseException) -> None:
+        hop = self.hop
+        if hop is not None:
+            hop.fail(err)
+        self.err = err
+        self.t_end = now = _now()
+        h = self.d.request_exception
+        if h is not None:
+            try:
+                h(RequestExceptionInfo(request=self.rt, time=now, err=err))
+            except Exception:
+                log.exception("aiotrace: request_exception hook raised; the caller sees aiohttp's")
+        self.finish(err)
+
+    def finish(self, err: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.t_done = now = _now()
+        self.response = None
+        h = self.d.request_done
+        if h is not None:
+            self.call_safely(h, RequestDoneInfo(request=self.rt, time=now, err=err))

@@ -1,0 +1,109 @@
+"""TLS handshake hooks, through the standard library's ``SSLContext.sslobject_class``.
+
+Both asyncio's and uvloop's SSL transports drive an ``ssl.SSLObject`` made by
+``context.wrap_bio``, which builds ``context.sslobject_class``. The first ``do_handshake`` call
+is the handshake's start; the first call that returns is its end. Verification is the
+context's own: aiotrace never changes ``verify_mode``, ``check_hostname`` or the trust store.
+
+aiohttp's shared default contexts are never touched: :func:`traceable` swaps them for twins
+made by the same aiohttp function. A user's own context gets ``sslobject_class`` set once, if
+it still has the standard one; with no trace active the subclass only adds a ContextVar read.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from ._aiohttp_private import AIOHTTP_DEFAULT_SSL_CONTEXTS, make_ssl_context
+from ._context import current_request
+from ._events import TLSInfo
+
+__all__ = ["TracingSSLObject", "tls_info", "traceable"]
+
+
+def _name(parts: Any) -> str | None:
+    if not parts:
+        return None
+    return ", ".join("=".join(kv) for rdn in parts for kv in rdn)
+
+
+def tls_info(obj: Any) -> TLSInfo:
+    """What an SSL object (``ssl.SSLObject`` or ``ssl.SSLSocket``) negotiated."""
+    cipher = obj.cipher()
+    try:
+        cert = obj.getpeercert() or {}
+    except (ValueError, ssl.SSLError):
+        cert = {}
+    return TLSInfo(
+        version=obj.version(),
+        cipher=cipher[0] if cipher else None,
+        alpn=obj.selected_alpn_protocol(),
+        session_reused=bool(obj.session_reused),
+        server_name=obj.server_hostname,
+        peer_subject=_name(cert.get("subject")),
+        peer_issuer=_name(cert.get("issuer")),
+        peer_not_after=cert.get("notAfter"),
+    )
+
+
+class TracingSSLObject(ssl.SSLObject):
+    """An ``SSLObject`` that reports its handshake to the round trip that opened it."""
+
+    def do_handshake(self) -> None:
+        hop = self.__dict__.get("_aiotrace_hop", False)
+        if hop is False:
+            state = current_request.get()
+            hop = state.hop if state is not None else None
+            self.__dict__["_aiotrace_hop"] = hop
+        if hop is None:
+            return super().do_handshake()
+        hop.tls_start(self.server_hostname)
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except BaseException as e:
+            _safely(hop.tls_done, None, e)
+            raise
+        _safely(hop.tls_done, tls_info(self), None)
+        return None
+
+
+def _safely(fn: Any, info: Any, err: Any) -> None:
+    # Runs inside the SSL transport's callbacks: a raising hook must not break the handshake.
+    try:
+        fn(info, err)
+    except Exception:
+        from ._hooks import log
+
+        log.exception("aiotrace: TLS hook raised; the handshake goes on")
+
+
+_TWINS: dict[int, ssl.SSLContext] = {}
+
+
+def _twin(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    verified = ctx is AIOHTTP_DEFAULT_SSL_CONTEXTS[0]
+    twin = _TWINS.get(verified)
+    if twin is None:
+        twin = _TWINS[verified] = make_ssl_context(verified)
+        twin.sslobject_class = TracingSSLObject
+    return twin
+
+
+def traceable(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """The context to hand the transport: ``ctx`` itself, observed, or aiohttp-default's twin."""
+    if ctx.sslobject_class is TracingSSLObject:
+        return ctx
+    if ctx in AIOHTTP_DEFAULT_SSL_CONTEXTS:
+        return _twin(ctx)
+    if ctx.sslobject_class is ssl.SSLObject:
+        ctx.sslobject_class = TracingSSLObject
+    return ctx
+
+
+def preload_default_twins() -> None:
+    """Build the twins now (they read the trust store from disk: not on the event loop)."""
+    for ctx in AIOHTTP_DEFAULT_SSL_CONTEXTS:
+        _twin(ctx)
