@@ -79,6 +79,43 @@ def _sockaddr(addr: Any) -> str | None:
     return str(addr)
 
 
+def got_conn(hop: HopState, conn: Connection) -> None:
+    """Fire ``got_conn``: the reuse detector's verdict on the connection the hop was given.
+
+    Called by the request class as the request is sent, the first moment after
+    ``connect()`` returns that aiohttp runs code of ours in the caller's task.
+    """
+    proto: Any = conn.protocol
+    cs: ConnState | None = getattr(proto, "aiotrace_conn", None)
+    if cs is None:  # not a TracingConnector's connection: nothing to report
+        return
+    reused = hop.conn is not cs  # _create_connection set hop.conn if this hop opened it
+    idle = 0.0
+    if reused:
+        released = cs.released_at
+        idle = _now() - released if released is not None else 0.0
+    if cs.info is None:
+        cs.info = _conn_info(proto, cs, hop)
+    cs.released_at = None
+    cs.served += 1
+    proto.attach(hop)
+    hop.got_conn(cs, reused, idle)
+
+
+def _conn_info(proto: ResponseHandler, cs: ConnState, hop: HopState) -> ConnInfo:
+    transport = proto.transport
+    tls = hop.tls
+    local = remote = None
+    if transport is not None:
+        local = _sockaddr(transport.get_extra_info("sockname"))
+        remote = _sockaddr(transport.get_extra_info("peername"))
+        if tls is None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                tls = tls_info(ssl_object)
+    return ConnInfo(id=cs.id, local_addr=local, remote_addr=remote, tls=tls)
+
+
 class TracingConnector(TCPConnector):
     """A ``TCPConnector`` (same arguments) that reports connection events of traced requests."""
 
@@ -91,53 +128,11 @@ class TracingConnector(TCPConnector):
 
     def connect(self, req: ClientRequest, traces: Any, timeout: ClientTimeout) -> Any:
         state = current_request.get()
-        if state is None:
-            return super().connect(req, traces, timeout)
-        return self._traced_connect(state, req, traces, timeout)
-
-    async def _traced_connect(
-        self, state: RequestState, req: ClientRequest, traces: Any, timeout: ClientTimeout
-    ) -> Connection:
-        hop = state.begin_hop(req.method, req.url)
-        try:
-            conn = await super().connect(req, traces, timeout)
-        except BaseException as e:
-            hop.fail(e)
-            raise
-        try:
-            self._got_conn(hop, conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _got_conn(self, hop: HopState, conn: Connection) -> None:
-        proto: Any = conn.protocol
-        cs: ConnState = proto.aiotrace_conn
-        reused = hop.conn is not cs  # _create_connection set hop.conn if this hop opened it
-        idle = 0.0
-        if reused:
-            released = cs.released_at
-            idle = _now() - released if released is not None else 0.0
-        if cs.info is None:
-            cs.info = self._conn_info(proto, cs, hop)
-        cs.released_at = None
-        cs.served += 1
-        proto.aiotrace_hop = hop
-        hop.got_conn(cs, reused, idle)
-
-    def _conn_info(self, proto: ResponseHandler, cs: ConnState, hop: HopState) -> ConnInfo:
-        transport = proto.transport
-        tls = hop.tls
-        local = remote = None
-        if transport is not None:
-            local = _sockaddr(transport.get_extra_info("sockname"))
-            remote = _sockaddr(transport.get_extra_info("peername"))
-            if tls is None:
-                ssl_object = transport.get_extra_info("ssl_object")
-                if ssl_object is not None:
-                    tls = tls_info(ssl_object)
-        return ConnInfo(id=cs.id, local_addr=local, remote_addr=remote, tls=tls)
+        if state is not None:
+            state.begin_hop(req.method, req.url)
+        # A failure inside ends the round trip through the request boundary (hop.fail); the
+        # connection, when there is one, is reported by got_conn() as the request is sent.
+        return super().connect(req, traces, timeout)
 
     def _miss_reason(self, hop: HopState, key: Any, history: HostHistory | None) -> str:
         """Why the round trip had to open a connection (the pool state as it was just now)."""
@@ -146,7 +141,7 @@ class TracingConnector(TCPConnector):
         hops = hop.state.hops
         if len(hops) > 1:
             prev = hops[-2]
-            if prev.rt.hop == hop.rt.hop and prev.reused:
+            if prev.index == hop.index and prev.reused:
                 return "stale_retry"
         if history is None:
             return "first"
@@ -222,7 +217,7 @@ class TracingConnector(TCPConnector):
             if cs is not None:
                 cs.released_at = _now()
             return super()._release(key, protocol, should_close=should_close)
-        p.aiotrace_hop = None
+        p.detach()
         reason = self._close_reason(protocol, should_close)
         if cs is not None:
             cs.released_at = _now()
@@ -239,9 +234,11 @@ class TracingConnector(TCPConnector):
         return None
 
     def _close_reason(self, protocol: ResponseHandler, should_close: bool) -> tuple[str, str] | None:
-        if self.closed:
+        if not (should_close or self._force_close or protocol.should_close or self._closed):
+            return None
+        if self._closed:
             return ("session_closed", "the session's connector is closed")
-        if self.force_close:
+        if self._force_close:
             return ("keepalive_disabled", "keep-alive disabled (force_close)")
         if server_asked_to_close(protocol):
             return ("server_closed", "the server asked to close (Connection: close)")

@@ -104,6 +104,10 @@ class ClientTrace:
 
     propagate_errors: bool = False
 
+    # Internal observers (a Recorder) see the RequestState itself at start and finish,
+    # so they need no per-event objects: objects with request_started(state) and
+    # request_finished(state).
+    _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
 
@@ -117,7 +121,7 @@ class ClientTrace:
 
 
 HOOK_NAMES: tuple[str, ...] = tuple(
-    f.name for f in fields(ClientTrace) if f.name not in ("propagate_errors", "_parts", "_dispatch")
+    f.name for f in fields(ClientTrace) if f.name not in ("propagate_errors", "_observers", "_parts", "_dispatch")
 )
 
 
@@ -194,9 +198,10 @@ def _chain(calls: list[Callable[[Any], None]]) -> Callable[[Any], None]:
 class Dispatch:
     """One attribute per hook: a callable taking the event, or ``None`` if no one listens."""
 
-    __slots__ = HOOK_NAMES
+    __slots__ = (*HOOK_NAMES, "observers")
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        self.observers: tuple[Any, ...] = tuple(o for part in parts for o in part._observers)
         for name in HOOK_NAMES:
             calls = []
             for part in parts:
@@ -236,7 +241,8 @@ def compose(*traces: ClientTrace | None) -> ClientTrace | None:
         fns = [getattr(p, name) for p in parts if getattr(p, name) is not None]
         if fns:
             hooks[name] = _call_all(fns)
-    composed = ClientTrace(**hooks, _parts=tuple(parts))
+    observers = tuple(o for p in parts for o in p._observers)
+    composed = ClientTrace(**hooks, _observers=observers, _parts=tuple(parts))
     if len(_compose_cache) >= _COMPOSE_CACHE_MAX:
         _compose_cache.clear()
     _compose_cache[key] = (tuple(weakref.ref(p) for p in parts), composed)

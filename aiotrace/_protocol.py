@@ -39,25 +39,30 @@ class TracingResponseHandler(ResponseHandler):
             hop.first_byte()
         super().data_received(data)
 
-    def read(self) -> Any:
-        hop = self.aiotrace_hop
-        if hop is None:
-            return super().read()
-        return self._traced_read(hop)
+    def traced_feed_data(self, data: Any, size: int = 0) -> None:
+        """``feed_data`` while a traced round trip owns the connection: sees each message.
 
-    async def _traced_read(self, hop: HopState) -> Any:
-        try:
-            result = await super().read()
-        except BaseException as e:
-            hop.fail(e)
-            raise
-        message = result[0]
-        code = message.code
-        if 100 <= code < 200 and code != 101:
-            hop.got_1xx(code, message.headers)
-        else:
-            hop.got_status(code)
-        return result
+        The parser hands every response message (1xx ones too) to ``self.feed_data`` from
+        ``data_received``. ``attach()`` shadows that method with this one on the instance and
+        ``detach()`` removes it, so untraced requests pay nothing for it.
+        """
+        hop = self.aiotrace_hop
+        if hop is not None:
+            message = data[0]
+            code = message.code
+            if 100 <= code < 200 and code != 101:
+                hop.got_1xx(code, message.headers)
+            else:
+                hop.got_status(code)
+        super().feed_data(data, size)
+
+    def attach(self, hop: HopState) -> None:
+        self.aiotrace_hop = hop
+        self.__dict__["feed_data"] = self.traced_feed_data
+
+    def detach(self) -> None:
+        self.aiotrace_hop = None
+        self.__dict__.pop("feed_data", None)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -71,10 +76,14 @@ class TracingResponseHandler(ResponseHandler):
         if conn.closed_at is None:
             conn.closed_at = _now()
             conn.closing("error" if exc is not None else "server_closed")
-        hop = self.aiotrace_hop
-        if hop is not None and hop.t_body_done is None and exc is not None:
-            hop.body_done(exc)
         super().connection_lost(exc)
+        hop = self.aiotrace_hop
+        if hop is not None and hop.t_body_done is None:
+            # Lost mid-round-trip: before the response (a stale pooled connection, which
+            # aiohttp may retry) or mid-body. aiohttp put the error it will raise on us.
+            err = self.exception() or exc
+            if hop.status is None or err is not None:
+                hop.fail(err or ConnectionResetError("connection lost"))
 
     def __repr__(self) -> str:
         return f"<TracingResponseHandler {self.aiotrace_conn!r}>"

@@ -1,25 +1,34 @@
-"""The request class: when headers and body are written (wrote_headers, wrote_request).
+"""The request and response classes: got_conn, and when the request is written.
 
-aiohttp writes the headers into the stream writer's buffer in ``ClientRequest.send()``. A
-request with no body goes out whole inside ``send()``; one with a body (or waiting for
-``100 Continue``, or when the transport is paused) is finished by ``write_bytes()`` in a task
-of its own. ``write_bytes`` is called synchronously when that task is made, so by the time
-``send()`` returns it is known which way the request goes. Both methods are plain functions
-that hand back aiohttp's own coroutine when the connection carries no traced round trip.
+``ClientRequest.send(conn)`` is the first code aiohttp runs after ``connect()`` returns the
+connection: ``got_conn`` fires there. ``send()`` writes the headers into the stream writer's
+buffer; a request with no body goes out whole inside ``send()``, and aiohttp then calls
+``response.start(conn)``: wrote_headers and wrote_request fire there. A request with
+a body (or waiting for ``100 Continue``, or meeting a paused transport) is finished by
+``write_bytes()`` in a task of its own, which reports them instead. Every override is a plain
+function that hands back aiohttp's own coroutine when no traced round trip is running.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientRequest
+from aiohttp import ClientRequest, ClientResponse
+
+from ._connector import got_conn
+from ._context import current_request
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import Connection
 
     from ._state import HopState
 
-__all__ = ["TracingRequestMixin", "traced_request_class"]
+__all__ = [
+    "TracingRequestMixin",
+    "TracingResponseMixin",
+    "traced_request_class",
+    "traced_response_class",
+]
 
 
 def _hop_of(conn: Connection) -> HopState | None:
@@ -27,32 +36,21 @@ def _hop_of(conn: Connection) -> HopState | None:
 
 
 class TracingRequestMixin:
-    """Reports wrote_headers / wait_100_continue / wrote_request for a traced round trip."""
-
-    _aiotrace_body_task = False
+    """Reports got_conn, and wait_100_continue / wrote_request for a body written by a task."""
 
     def send(self, conn: Connection) -> Any:
-        hop = _hop_of(conn)
-        if hop is None:
-            return super().send(conn)  # type: ignore[misc]
-        return self._aiotrace_send(conn, hop)
-
-    async def _aiotrace_send(self, conn: Connection, hop: HopState) -> Any:
-        try:
-            response = await super().send(conn)  # type: ignore[misc]
-        except BaseException as e:
-            hop.fail(e)
-            raise
-        if not self._aiotrace_body_task:
-            hop.wrote_headers(self.headers)  # type: ignore[attr-defined]
-            hop.wrote_request(None)
-        return response
+        state = current_request.get()
+        if state is not None:
+            hop = state.hop
+            if hop is not None and hop.t_got_conn is None:
+                got_conn(hop, conn)
+        return super().send(conn)  # type: ignore[misc]
 
     def write_bytes(self, writer: Any, conn: Connection, *args: Any, **kwargs: Any) -> Any:
         hop = _hop_of(conn)
         if hop is None:
             return super().write_bytes(writer, conn, *args, **kwargs)  # type: ignore[misc]
-        self._aiotrace_body_task = True
+        hop.body_task = True
         return self._aiotrace_write_bytes(hop, writer, conn, args, kwargs)
 
     async def _aiotrace_write_bytes(
@@ -71,14 +69,40 @@ class TracingRequestMixin:
         hop.wrote_request(protocol.exception() if protocol is not None else None)
 
 
-_classes: dict[type[ClientRequest], type[ClientRequest]] = {}
+class TracingResponseMixin:
+    """Reports wrote_headers / wrote_request for a request written whole inside ``send()``.
+
+    aiohttp calls ``response.start(conn)`` straight after ``send()`` returns, with no
+    suspension in between; with no body task the request was written by then.
+    """
+
+    def start(self, connection: Connection) -> Any:
+        hop = _hop_of(connection)
+        if hop is not None and not hop.body_task and hop.t_wrote_request is None:
+            hop.wrote_headers(self.request_info.headers)  # type: ignore[attr-defined]
+            hop.wrote_request(None)
+        return super().start(connection)  # type: ignore[misc]
+
+
+_classes: dict[type, type] = {}
+
+
+def _traced(mixin: type, base: type) -> Any:
+    if issubclass(base, mixin):
+        return base
+    cls = _classes.get(base)
+    if cls is None:
+        cls = _classes[base] = type(f"Tracing{base.__name__}", (mixin, base), {})
+    return cls
 
 
 def traced_request_class(base: type[ClientRequest] = ClientRequest) -> type[ClientRequest]:
     """``base`` with the tracing mixin in front (made once per base class)."""
-    if issubclass(base, TracingRequestMixin):
-        return base
-    cls = _classes.get(base)
-    if cls is None:
-        cls = _classes[base] = type(f"Tracing{base.__name__}", (TracingRequestMixin, base), {})
+    cls: type[ClientRequest] = _traced(TracingRequestMixin, base)
+    return cls
+
+
+def traced_response_class(base: type[ClientResponse] = ClientResponse) -> type[ClientResponse]:
+    """``base`` with the tracing mixin in front (made once per base class)."""
+    cls: type[ClientResponse] = _traced(TracingResponseMixin, base)
     return cls

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientRequest, ClientSession
+from aiohttp import ClientRequest, ClientResponse, ClientSession
 from yarl import URL
 
 from ._aiohttp_private import install_request_boundary
 from ._connector import TracingConnector
 from ._context import current_request, scoped_trace
 from ._hooks import ClientTrace, compose
-from ._request import traced_request_class
+from ._request import traced_request_class, traced_response_class
 from ._state import RequestState
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ def traced_session(
     trace: ClientTrace | Any = None,
     connector: TracingConnector | None = None,
     request_class: type[ClientRequest] = ClientRequest,
+    response_class: type[ClientResponse] = ClientResponse,
     **kwargs: Any,
 ) -> ClientSession:
     """An ``aiohttp.ClientSession`` wired for tracing; takes every ``ClientSession`` argument.
@@ -61,7 +62,10 @@ def traced_session(
             f"(it takes every TCPConnector argument), not {type(connector).__name__}"
         )
     session = ClientSession(
-        connector=connector, request_class=traced_request_class(request_class), **kwargs
+        connector=connector,
+        request_class=traced_request_class(request_class),
+        response_class=traced_response_class(response_class),
+        **kwargs,
     )
     install_request_boundary(session, _boundary(session._request, session_trace))
     return session
@@ -75,7 +79,10 @@ def _boundary(
         per_request = _as_trace(trace_request_ctx, "trace_request_ctx=")
         if per_request is None and scoped is None and session_trace is None:
             return aiohttp_request(method, str_or_url, trace_request_ctx=trace_request_ctx, **kw)
-        trace = compose(per_request, scoped, session_trace)
+        if per_request is None and scoped is None:
+            trace = session_trace
+        else:
+            trace = compose(per_request, scoped, session_trace)
         assert trace is not None
         return _traced(aiohttp_request, trace, method, str_or_url, trace_request_ctx, kw)
 
@@ -90,10 +97,13 @@ async def _traced(
     trace_request_ctx: object,
     kw: dict[str, Any],
 ) -> Any:
-    try:
-        url = URL(str_or_url) if not isinstance(str_or_url, URL) else str_or_url
-    except (TypeError, ValueError):
-        url = URL()
+    if isinstance(str_or_url, URL):
+        url = str_or_url
+    else:
+        try:
+            url = URL(str_or_url)
+        except (TypeError, ValueError):  # aiohttp reports the bad URL; we only label it
+            url = URL()
     state = RequestState(trace, method.upper(), url)
     token = current_request.set(state)
     try:
@@ -105,7 +115,6 @@ async def _traced(
         except BaseException as e:
             state.exception(e)
             raise
-        state.response = response
         try:
             state.end(response)
         except BaseException:

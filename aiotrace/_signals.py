@@ -41,9 +41,9 @@ def _hop(ctx: _Ctx, *, begin: bool = False) -> HopState | None:
         return None
     if begin and not ctx.connecting:
         ctx.connecting = True
-        url = ctx.next_url or state.rt.url
+        url = ctx.next_url or state.url
         ctx.next_url = None
-        return state.begin_hop(state.rt.method, url)
+        return state.begin_hop(state.method, url)
     return state.hop
 
 

@@ -150,15 +150,20 @@ class HopState:
         "addrs",
         "attempts",
         "body_err",
+        "body_task",
         "conn",
         "dns_cached",
         "dns_coalesced",
         "err",
         "idle_time",
+        "attempt",
+        "index",
+        "method",
         "reuse_miss",
         "reused",
-        "rt",
+        "_rt",
         "state",
+        "url",
         "status",
         "t_body_done",
         "t_connect_done",
@@ -179,9 +184,13 @@ class HopState:
         "dns_host",
     )
 
-    def __init__(self, state: RequestState, rt: RoundTrip) -> None:
+    def __init__(self, state: RequestState, method: str, url: URL, index: int, attempt: int) -> None:
         self.state = state
-        self.rt = rt
+        self.method = method
+        self.url = url
+        self.index = index
+        self.attempt = attempt
+        self._rt: RoundTrip | None = None
         self.t_get_conn = _now()
         self.t_pool_start: float | None = None
         self.t_pool_done: float | None = None
@@ -210,10 +219,28 @@ class HopState:
         self.status: int | None = None
         self.err: BaseException | None = None
         self.body_err: BaseException | None = None
+        self.body_task = False
 
     def __repr__(self) -> str:
-        rt = self.rt
-        return f"<HopState req={rt.id} hop={rt.hop} attempt={rt.attempt} status={self.status}>"
+        return (
+            f"<HopState req={self.state.id} hop={self.index} attempt={self.attempt}"
+            f" status={self.status}>"
+        )
+
+    @property
+    def rt(self) -> RoundTrip:
+        """The public view of this round trip, made the first time a hook needs it."""
+        rt = self._rt
+        if rt is None:
+            rt = self._rt = RoundTrip(
+                id=self.state.id,
+                method=self.method,
+                url=self.url,
+                hop=self.index,
+                attempt=self.attempt,
+                _state=self.state,
+            )
+        return rt
 
     # -- the pool ---------------------------------------------------------------------------
 
@@ -402,18 +429,22 @@ class HopState:
             self.state.call_safely(h, GotFirstResponseByteInfo(request=self.rt, time=now))
 
     def got_1xx(self, status: int, headers: CIMultiDictProxy[str]) -> None:
-        d = self.state.d
+        state = self.state
+        d = state.d
         now = _now()
         if status == 100:
             h = d.got_100_continue
             if h is not None:
-                h(Got100ContinueInfo(request=self.rt, time=now))
+                state.call_safely(h, Got100ContinueInfo(request=self.rt, time=now))
         h = d.got_1xx_response
         if h is not None:
-            h(Got1xxResponseInfo(request=self.rt, time=now, status=status, headers=headers))
+            state.call_safely(
+                h, Got1xxResponseInfo(request=self.rt, time=now, status=status, headers=headers)
+            )
 
     def got_status(self, status: int) -> None:
-        self.status = status
+        if self.status is None:
+            self.status = status
 
     def body_done(self, err: BaseException | None) -> None:
         """The connection left this round trip: the body is complete, or cut short by ``err``."""
@@ -470,6 +501,7 @@ class RequestState:
     """One traced request from ``request_start`` to ``request_done``."""
 
     __slots__ = (
+        "_rt0",
         "_serial",
         "d",
         "deferred",
@@ -480,9 +512,7 @@ class RequestState:
         "hops",
         "id",
         "method",
-        "response",
-        "rt",
-        "started_at",
+        "observers",
         "status",
         "t_done",
         "t_end",
@@ -494,26 +524,43 @@ class RequestState:
     def __init__(self, trace: ClientTrace, method: str, url: URL) -> None:
         self.id = next(_request_ids)
         self.trace = trace
-        self.d: Dispatch = trace.dispatch()
+        d = self.d = trace._dispatch or trace.dispatch()
+        self.observers = d.observers
         self.method = method
         self.url = url
         self.final_url: URL | None = None
         self.status: int | None = None
         self.err: BaseException | None = None
-        self.started_at = time.time()
         self.t_start = _now()
         self.t_end: float | None = None
         self.t_done: float | None = None
         self.done = False
         self.hops: list[HopState] = []
         self.hop: HopState | None = None
-        self.rt = RoundTrip(id=self.id, method=method, url=url, hop=0, attempt=0, _state=self)
         self.deferred: BaseException | None = None
-        self.response: Any = None
+        self._rt0: RoundTrip | None = None
         self._serial: SerialRunner | None = None
 
     def __repr__(self) -> str:
         return f"<RequestState #{self.id} {self.method} {self.url} hops={len(self.hops)}>"
+
+    @property
+    def started_at(self) -> float:
+        """Wall-clock start (``time.time()`` scale), derived from the monotonic stamp."""
+        return wall_time(self.t_start)
+
+    @property
+    def rt(self) -> RoundTrip:
+        """The round trip request-level events belong to: the current hop, else the first."""
+        hop = self.hop
+        if hop is not None:
+            return hop.rt
+        rt = self._rt0
+        if rt is None:
+            rt = self._rt0 = RoundTrip(
+                id=self.id, method=self.method, url=self.url, hop=0, attempt=0, _state=self
+            )
+        return rt
 
     def serial(self) -> SerialRunner:
         runner = self._serial
@@ -538,6 +585,8 @@ class RequestState:
     # -- the request ------------------------------------------------------------------------
 
     def start(self) -> None:
+        for observer in self.observers:
+            observer.request_started(self)
         h = self.d.request_start
         if h is not None:
             h(RequestStartInfo(request=self.rt, time=self.t_start, method=self.method, url=self.url))
@@ -546,47 +595,31 @@ class RequestState:
         """A new round trip: the first, a redirect hop, or a retry (rule 1)."""
         prev = self.hop
         if prev is None:
-            rt = self.rt
-            if rt.url != url or rt.method != method:
-                rt = self.rt = RoundTrip(
-                    id=self.id, method=method, url=url, hop=0, attempt=0, _state=self
-                )
+            hop = HopState(self, method, url, 0, 0)
+            if self._rt0 is not None and self._rt0.url == url and self._rt0.method == method:
+                hop._rt = self._rt0
         elif prev.status is not None:
-            rt = self.rt = RoundTrip(
-                id=self.id, method=method, url=url, hop=prev.rt.hop + 1, attempt=0, _state=self
-            )
+            hop = HopState(self, method, url, prev.index + 1, 0)
             h = self.d.redirect
             if h is not None:
                 h(
                     RedirectInfo(
-                        request=rt,
-                        time=_now(),
-                        status=prev.status,
-                        from_url=prev.rt.url,
-                        to_url=url,
+                        request=hop.rt, time=_now(), status=prev.status, from_url=prev.url, to_url=url
                     )
                 )
         else:
-            prev_rt = prev.rt
-            rt = self.rt = RoundTrip(
-                id=self.id,
-                method=method,
-                url=url,
-                hop=prev_rt.hop,
-                attempt=prev_rt.attempt + 1,
-                _state=self,
-            )
+            err = prev.err or ConnectionError("the round trip failed before a response")
+            prev.fail(err)
+            hop = HopState(self, method, url, prev.index, prev.attempt + 1)
             h = self.d.retry
             if h is not None:
                 reason = "stale pooled connection" if prev.reused else "connection failed"
-                h(RetryInfo(request=rt, time=_now(), reason=reason, err=prev.err))
-        hop = HopState(self, rt)
+                h(RetryInfo(request=hop.rt, time=_now(), reason=reason, err=err))
         self.hops.append(hop)
         self.hop = hop
         h = self.d.get_conn
         if h is not None:
-            port = url.port
-            h(GetConnInfo(request=rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{port}"))
+            h(GetConnInfo(request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"))
         return hop
 
     def end(self, response: Any) -> None:
@@ -620,7 +653,16 @@ class RequestState:
             return
         self.done = True
         self.t_done = now = _now()
-        self.response = None
         h = self.d.request_done
         if h is not None:
             self.call_safely(h, RequestDoneInfo(request=self.rt, time=now, err=err))
+        for observer in self.observers:
+            observer.request_finished(self)
+
+
+_WALL_OFFSET = time.time() - time.perf_counter()
+
+
+def wall_time(perf: float) -> float:
+    """A ``perf_counter`` stamp on the ``time.time()`` scale."""
+    return perf + _WALL_OFFSET
