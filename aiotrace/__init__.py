@@ -5,6 +5,8 @@ and the code that fires each hook is in ``_state.py`` (called from ``_connector.
 ``_protocol.py``, ``_request.py``, ``_sockets.py`` and ``_tls.py``).
 """
 
+__version__ = "0.1.0"
+
 from ._connector import ConnectionNotPooled, TracingConnector
 from ._context import context_client_trace, with_client_trace
 from ._events import (
@@ -38,11 +40,14 @@ from ._events import (
     WroteRequestInfo,
 )
 from ._hooks import HOOK_NAMES, ClientTrace
+from ._recorder import Recorder
+from ._redact import Redaction
 from ._session import traced_session
 from ._signals import trace_config
+from ._stats import HostStats, LatencyHistogram, Quantiles
+from ._timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
 from ._tls import preload_default_twins
 
-__version__ = "0.1.0"
 
 __all__ = [
     # Tracing a request
@@ -54,6 +59,18 @@ __all__ = [
     "traced_session",
     "TracingConnector",
     "trace_config",
+    # Timelines
+    "Recorder",
+    "RequestTimeline",
+    "Hop",
+    "Timings",
+    "Marks",
+    "Redirect",
+    "ConnectionRecord",
+    "HostStats",
+    "LatencyHistogram",
+    "Quantiles",
+    "Redaction",
     # Events: the request and its connection
     "RoundTrip",
     "ConnInfo",

@@ -1,0 +1,174 @@
+"""``Recorder``: keeps timelines of traced requests, or only their aggregates.
+
+A Recorder's ``trace`` sets no hooks: it observes each request's state at its start (to keep
+start order) and at its end (to aggregate), and reads the timeline from the stamps the state
+took anyway. So recording costs no event objects, whatever the number of hops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from ._context import with_client_trace
+from ._har import har_log
+from ._hooks import ClientTrace
+from ._redact import DEFAULT_REDACTION, Redaction
+from ._stats import HostStats
+from ._timeline import PHASES, ConnectionRecord, RequestTimeline, hop_timings
+
+if TYPE_CHECKING:
+    from os import PathLike
+    from types import TracebackType
+
+    from ._state import RequestState
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Records every request traced with ``rec.trace`` as a :class:`RequestTimeline`.
+
+    ``max_requests`` keeps only the newest N timelines (``dropped`` counts the rest);
+    ``aggregate_only=True`` keeps no timelines at all, only per-host aggregates
+    (``stats``), so memory stays flat however long it runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_requests: int | None = None,
+        aggregate_only: bool = False,
+        redaction: Redaction = DEFAULT_REDACTION,
+    ) -> None:
+        if max_requests is not None and max_requests < 1:
+            raise ValueError(f"max_requests must be at least 1, not {max_requests}")
+        self.max_requests = max_requests
+        self.aggregate_only = aggregate_only
+        self.redaction = redaction
+        self.dropped = 0
+        self._timelines: deque[RequestTimeline] = deque(maxlen=max_requests)
+        self._connections: OrderedDict[int, ConnectionRecord] = OrderedDict()
+        self._stats: dict[str, HostStats] = {}
+        self.trace = ClientTrace(_observers=(self,))
+        self._scopes: list[AbstractContextManager[ClientTrace]] = []
+
+    def __repr__(self) -> str:
+        mode = "aggregate-only" if self.aggregate_only else f"{len(self._timelines)} kept"
+        return f"<Recorder {mode}, {self.dropped} dropped>"
+
+    # -- scoping ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Recorder:
+        scope = with_client_trace(self.trace)
+        scope.__enter__()
+        self._scopes.append(scope)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._scopes.pop().__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> Recorder:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- observer protocol (called by RequestState) --------------------------------------------
+
+    def request_started(self, state: RequestState) -> None:
+        if self.aggregate_only:
+            return
+        timelines = self._timelines
+        if timelines.maxlen is not None and len(timelines) == timelines.maxlen:
+            self.dropped += 1
+        timelines.append(RequestTimeline(state))
+
+    def request_finished(self, state: RequestState) -> None:
+        url = state.url
+        host = f"{url.raw_host}:{url.port}" if url.raw_host else "?"
+        stats = self._stats.get(host)
+        if stats is None:
+            stats = self._stats[host] = HostStats()
+        stats.requests += 1
+        if state.err is not None:
+            name = type(state.err).__name__
+            stats.errors[name] = stats.errors.get(name, 0) + 1
+        elif state.status is not None:
+            stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
+        keep_conns = not self.aggregate_only
+        total = 0.0
+        for hop in state.hops:
+            stats.round_trips += 1
+            if hop.reused:
+                stats.reused += 1
+            timings, _ = hop_timings(hop)
+            for name in PHASES:
+                stats.add_phase(name, getattr(timings, name))
+            total += timings.total
+            cs = hop.conn
+            if keep_conns and cs is not None and cs.info is not None:
+                record = self._connections.get(cs.id)
+                if record is None:
+                    record = self._connections[cs.id] = ConnectionRecord(cs)
+                    limit = self.max_requests
+                    if limit is not None and len(self._connections) > limit:
+                        self._connections.popitem(last=False)
+                record.served.append((state.id, hop.index, hop.idle_time * 1000.0))
+        stats.add_phase("total", total)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestTimeline]:
+        """The kept timelines, in start order."""
+        return list(self._timelines)
+
+    @property
+    def connections(self) -> list[ConnectionRecord]:
+        """Every connection the kept requests used, by id."""
+        return list(self._connections.values())
+
+    @property
+    def stats(self) -> dict[str, HostStats]:
+        """Per ``host:port`` aggregates of finished requests (kept in every mode)."""
+        return dict(self._stats)
+
+    def clear(self) -> None:
+        """Forget every timeline, connection and aggregate."""
+        self._timelines.clear()
+        self._connections.clear()
+        self._stats.clear()
+        self.dropped = 0
+
+    # -- exports ----------------------------------------------------------------------------
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Every kept timeline as a JSON-ready dict (redacted)."""
+        return [t.to_dict(self.redaction) for t in self._timelines]
+
+    def to_jsonl(self, path: str | PathLike[str]) -> int:
+        """Write one JSON object per kept request to ``path``; returns how many."""
+        n = 0
+        with open(path, "w", encoding="utf-8") as f:
+            for timeline in self._timelines:
+                f.write(json.dumps(timeline.to_dict(self.redaction), separators=(",", ":")))
+                f.write("\n")
+                n += 1
+        return n
+
+    def to_har(self) -> dict[str, Any]:
+        """The kept requests as a HAR 1.2 document (one entry per round trip)."""
+        return har_log(self._timelines, self.redaction)

@@ -1,0 +1,451 @@
+"""Timelines: a request's stamps turned into phases, hops, redirects and curl-style marks.
+
+Theory of operation
+-------------------
+A round trip's phases are laid end to end from its ``get_conn`` stamp, in Go's order:
+``blocked`` (pool wait), ``dns``, ``connect`` (TCP only), ``tls``, ``send`` (connection ready
+to request written), ``wait`` (request written to first response byte) and ``receive``
+(first byte to body done). Each phase that happened runs from where the previous one that
+happened ended to its own end stamp, so small gaps between aiohttp's steps fall inside the
+next phase and the phases always add up to ``total`` exactly. A phase that did not happen is
+``None`` (HAR writes -1). A phase cut short by a failure ends when the round trip failed;
+nothing is ever negative. Times are milliseconds.
+
+Marks are curl's ``--write-out`` timers: cumulative milliseconds from the hop's start to
+the end of name lookup, TCP connect, TLS (``appconnect``), connection ready
+(``pretransfer``), first byte (``starttransfer``) and the end (``total``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._redact import DEFAULT_REDACTION, Redaction
+from ._state import _now, wall_time
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+    from ._events import ConnInfo
+    from ._state import ConnState, HopState, RequestState
+
+__all__ = [
+    "ConnectionRecord",
+    "Hop",
+    "Marks",
+    "Redirect",
+    "RequestTimeline",
+    "Timings",
+    "hop_timings",
+]
+
+PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timings:
+    """Where a round trip's (or a request's summed) time went, in ms; ``None``: didn't happen."""
+
+    blocked: float | None
+    dns: float | None
+    connect: float | None
+    tls: float | None
+    send: float | None
+    wait: float | None
+    receive: float | None
+    total: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Marks:
+    """curl's cumulative timers in ms from the start (``None`` where the step did not happen)."""
+
+    namelookup: float | None
+    connect: float | None
+    appconnect: float | None
+    pretransfer: float | None
+    starttransfer: float | None
+    total: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """One link of a redirect chain."""
+
+    from_url: URL
+    to_url: URL
+    status: int
+
+
+def _ms(a: float, b: float) -> float:
+    d = (b - a) * 1000.0
+    return d if d > 0.0 else 0.0
+
+
+def hop_timings(h: HopState) -> tuple[Timings, Marks]:
+    """The phases and marks of one round trip (rules in the module docstring)."""
+    t0 = h.t_get_conn
+    end = h.t_body_done or h.t_end
+    if end is None:  # still running: up to the last thing that happened
+        end = max(
+            t
+            for t in (
+                t0,
+                h.t_pool_done,
+                h.t_dns_done,
+                h.t_connect_done,
+                h.t_tls_done,
+                h.t_got_conn,
+                h.t_wrote_request,
+                h.t_first_byte,
+            )
+            if t is not None
+        )
+    cut = h.t_end if h.t_end is not None else end  # where a phase cut short ends
+    at = t0
+
+    def phase(started: float | None, ended: float | None) -> float | None:
+        nonlocal at
+        if started is None:
+            return None
+        stop = ended if ended is not None else cut
+        ms = _ms(at, stop)
+        if stop > at:
+            at = stop
+        return ms
+
+    blocked = phase(h.t_pool_start, h.t_pool_done)
+    dns = phase(h.t_dns_start, h.t_dns_done)
+    mark_dns = at
+    connect = phase(h.t_connect_start, h.t_connect_done)
+    mark_connect = at
+    tls = phase(h.t_tls_start, h.t_tls_done)
+    mark_tls = at
+    send = phase(h.t_got_conn, h.t_wrote_request)
+    wait = phase(h.t_wrote_request, h.t_first_byte)
+    receive = phase(h.t_first_byte, h.t_body_done)
+    total = _ms(t0, max(end, at))
+    timings = Timings(
+        blocked=blocked,
+        dns=dns,
+        connect=connect,
+        tls=tls,
+        send=send,
+        wait=wait,
+        receive=receive,
+        total=total,
+    )
+    marks = Marks(
+        namelookup=_ms(t0, mark_dns) if dns is not None else None,
+        connect=_ms(t0, mark_connect) if connect is not None else None,
+        appconnect=_ms(t0, mark_tls) if tls is not None else None,
+        pretransfer=_ms(t0, h.t_got_conn) if h.t_got_conn is not None else None,
+        starttransfer=_ms(t0, h.t_first_byte) if h.t_first_byte is not None else None,
+        total=total,
+    )
+    return timings, marks
+
+
+def _error(err: BaseException | None) -> str | None:
+    if err is None:
+        return None
+    text = str(err)
+    name = type(err).__name__
+    return f"{name}: {text}" if text else name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hop:
+    """One round trip of a request, as a timeline."""
+
+    index: int
+    attempt: int
+    method: str
+    url: URL
+    status: int | None
+    started_at: float
+    connection: ConnInfo | None
+    reused: bool
+    was_idle: bool
+    idle_time: float
+    reuse_miss: str | None
+    dns_addrs: tuple[str, ...]
+    dns_cached: bool
+    dns_coalesced: bool
+    timings: Timings
+    marks: Marks
+    error: str | None
+
+    @classmethod
+    def of(cls, h: HopState) -> Hop:
+        timings, marks = hop_timings(h)
+        conn = h.conn
+        return cls(
+            index=h.index,
+            attempt=h.attempt,
+            method=h.method,
+            url=h.url,
+            status=h.status,
+            started_at=wall_time(h.t_get_conn),
+            connection=conn.info if conn is not None else None,
+            reused=h.reused,
+            was_idle=h.reused,
+            idle_time=h.idle_time,
+            reuse_miss=h.reuse_miss,
+            dns_addrs=h.addrs,
+            dns_cached=h.dns_cached,
+            dns_coalesced=h.dns_coalesced,
+            timings=timings,
+            marks=marks,
+            error=_error(h.err),
+        )
+
+    def to_dict(self, redaction: Redaction = DEFAULT_REDACTION) -> dict[str, Any]:
+        """A JSON-ready dict (URLs redacted)."""
+        conn = self.connection
+        return {
+            "index": self.index,
+            "attempt": self.attempt,
+            "method": self.method,
+            "url": redaction.url(self.url),
+            "status": self.status,
+            "started_at": self.started_at,
+            "connection": asdict(conn) if conn is not None else None,
+            "reused": self.reused,
+            "was_idle": self.was_idle,
+            "idle_time_ms": self.idle_time * 1000.0,
+            "reuse_miss": self.reuse_miss,
+            "dns": {
+                "addrs": list(self.dns_addrs),
+                "cached": self.dns_cached,
+                "coalesced": self.dns_coalesced,
+            },
+            "timings": asdict(self.timings),
+            "marks": asdict(self.marks),
+            "error": self.error,
+        }
+
+
+def _sum(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+class RequestTimeline:
+    """One request: its hops, redirect chain, retries and summed timings (a live view)."""
+
+    __slots__ = ("_hops", "_state")
+
+    def __init__(self, state: RequestState) -> None:
+        self._state = state
+        self._hops: list[Hop] | None = None
+
+    def __repr__(self) -> str:
+        s = self._state
+        return (
+            f"<RequestTimeline #{s.id} {s.method} {DEFAULT_REDACTION.url(s.url)} "
+            f"status={s.status} hops={len(s.hops)}{' done' if s.done else ''}>"
+        )
+
+    @property
+    def id(self) -> int:
+        """The request's id (the ``RoundTrip.id`` its events carried)."""
+        return self._state.id
+
+    @property
+    def method(self) -> str:
+        return self._state.method
+
+    @property
+    def url(self) -> URL:
+        return self._state.url
+
+    @property
+    def final_url(self) -> URL | None:
+        s = self._state
+        if s.final_url is not None:
+            return s.final_url
+        return s.hops[-1].url if s.hops else None
+
+    @property
+    def status(self) -> int | None:
+        return self._state.status
+
+    @property
+    def error(self) -> str | None:
+        """The exception type and message, or ``None``."""
+        return _error(self._state.err)
+
+    @property
+    def done(self) -> bool:
+        return self._state.done
+
+    @property
+    def started_at(self) -> float:
+        """Wall-clock start (``time.time()`` scale)."""
+        return self._state.started_at
+
+    @property
+    def hops(self) -> list[Hop]:
+        hops = self._hops
+        if hops is not None:
+            return hops
+        hops = [Hop.of(h) for h in self._state.hops]
+        if self._state.done:
+            self._hops = hops
+        return hops
+
+    @property
+    def redirects(self) -> list[Redirect]:
+        """The chain: one link per redirect followed."""
+        chain = []
+        prev = None
+        for hop in self._state.hops:
+            if prev is not None and hop.index != prev.index and prev.status is not None:
+                chain.append(Redirect(from_url=prev.url, to_url=hop.url, status=prev.status))
+            prev = hop
+        return chain
+
+    @property
+    def retries(self) -> int:
+        return sum(1 for h in self._state.hops if h.attempt > 0)
+
+    @property
+    def timings(self) -> Timings:
+        """Each phase summed over the hops (``None`` where it happened in none)."""
+        hops = self.hops
+        if not hops:
+            return Timings(
+                blocked=None, dns=None, connect=None, tls=None,
+                send=None, wait=None, receive=None, total=0.0,
+            )  # fmt: skip
+        ts = [h.timings for h in hops]
+        return Timings(
+            blocked=_sum([t.blocked for t in ts]),
+            dns=_sum([t.dns for t in ts]),
+            connect=_sum([t.connect for t in ts]),
+            tls=_sum([t.tls for t in ts]),
+            send=_sum([t.send for t in ts]),
+            wait=_sum([t.wait for t in ts]),
+            receive=_sum([t.receive for t in ts]),
+            total=sum(t.total for t in ts),
+        )
+
+    @property
+    def redirect_time(self) -> float:
+        """ms from the request's start to its final hop's start (curl's ``time_redirect``)."""
+        s = self._state
+        if len(s.hops) < 2:
+            return 0.0
+        return _ms(s.t_start, s.hops[-1].t_get_conn)
+
+    @property
+    def marks(self) -> Marks:
+        """curl's timers for the request: the final hop's, shifted by the redirect time."""
+        hops = self.hops
+        if not hops:
+            end = self._state.t_done or _now()
+            return Marks(
+                namelookup=None, connect=None, appconnect=None, pretransfer=None,
+                starttransfer=None, total=_ms(self._state.t_start, end),
+            )  # fmt: skip
+        m = hops[-1].marks
+        shift = _ms(self._state.t_start, self._state.hops[-1].t_get_conn)
+
+        def at(v: float | None) -> float | None:
+            return None if v is None else v + shift
+
+        return Marks(
+            namelookup=at(m.namelookup),
+            connect=at(m.connect),
+            appconnect=at(m.appconnect),
+            pretransfer=at(m.pretransfer),
+            starttransfer=at(m.starttransfer),
+            total=m.total + shift,
+        )
+
+    def to_dict(self, redaction: Redaction = DEFAULT_REDACTION) -> dict[str, Any]:
+        """A JSON-ready dict of the whole timeline (URLs redacted)."""
+        return {
+            "id": self.id,
+            "method": self.method,
+            "url": redaction.url(self.url),
+            "final_url": redaction.url(self.final_url),
+            "status": self.status,
+            "error": self.error,
+            "started_at": self.started_at,
+            "done": self.done,
+            "retries": self.retries,
+            "redirects": [
+                {
+                    "from": redaction.url(r.from_url),
+                    "to": redaction.url(r.to_url),
+                    "status": r.status,
+                }
+                for r in self.redirects
+            ],
+            "timings": asdict(self.timings),
+            "marks": asdict(self.marks),
+            "redirect_time": self.redirect_time,
+            "hops": [h.to_dict(redaction) for h in self.hops],
+        }
+
+
+class ConnectionRecord:
+    """One connection as the reuse detector saw it, and the requests it served."""
+
+    __slots__ = ("_cs", "served")
+
+    def __init__(self, cs: ConnState) -> None:
+        self._cs = cs
+        self.served: list[tuple[int, int, float]] = []
+        """``(request id, hop index, idle ms before it)`` for each traced round trip served."""
+
+    def __repr__(self) -> str:
+        cs = self._cs
+        return f"<ConnectionRecord #{cs.id} {self.remote_addr} served={len(self.served)}>"
+
+    @property
+    def id(self) -> int:
+        return self._cs.id
+
+    @property
+    def remote_addr(self) -> str | None:
+        info = self._cs.info
+        return info.remote_addr if info else None
+
+    @property
+    def local_addr(self) -> str | None:
+        info = self._cs.info
+        return info.local_addr if info else None
+
+    @property
+    def opened_at(self) -> float:
+        return wall_time(self._cs.opened_at)
+
+    @property
+    def closed_at(self) -> float | None:
+        t = self._cs.closed_at
+        return wall_time(t) if t is not None else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """``server_closed``, ``idle_timeout``, ``keepalive_disabled``, ``error``,
+        ``session_closed`` or ``closed``; ``None`` while open."""
+        return self._cs.close_reason
+
+    def to_dict(self) -> dict[str, Any]:
+        info = self._cs.info
+        return {
+            "id": self.id,
+            "remote_addr": self.remote_addr,
+            "local_addr": self.local_addr,
+            "tls": asdict(info.tls) if info is not None and info.tls is not None else None,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "close_reason": self.close_reason,
+            "requests": [
+                {"request": r, "hop": h, "idle_ms": idle} for r, h, idle in self.served
+            ],
+        }
