@@ -1,0 +1,594 @@
+"""ClientTrace hooks end to end: whole event sequences against real loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.resolver import AsyncResolver
+from aiohttp.test_utils import TestServer
+from peers import DNSServer, continue_100, early_hints, read_request_head
+
+import aiotrace
+from aiotrace._context import current_request, scoped_trace
+from aiotrace.testing import EventLog, capture_events
+
+# wrote_header_field fires once per header; the sequences below leave it out.
+HOOKS = [n for n in aiotrace.HOOK_NAMES if n != "wrote_header_field"]
+
+FRESH_HTTP = [
+    "request_start", "get_conn", "dns_start", "dns_done", "connect_start", "connect_done",
+    "got_conn", "wrote_headers", "wrote_request", "got_first_response_byte",
+    "response_body_done", "put_idle_conn", "request_end", "request_done",
+]  # fmt: skip
+REUSED_HTTP = [
+    "request_start", "get_conn", "got_conn", "wrote_headers", "wrote_request",
+    "got_first_response_byte", "response_body_done", "put_idle_conn", "request_end",
+    "request_done",
+]  # fmt: skip
+FRESH_HTTPS = [
+    "request_start", "get_conn", "dns_start", "dns_done", "connect_start", "connect_done",
+    "tls_handshake_start", "tls_handshake_done", "got_conn", "wrote_headers", "wrote_request",
+    "got_first_response_byte", "response_body_done", "put_idle_conn", "request_end",
+    "request_done",
+]  # fmt: skip
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/", hello)
+    app.router.add_post("/echo", echo)
+
+    async def redirect_n(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        raise web.HTTPFound("/" if n <= 1 else f"/redirect/{n - 1}")
+
+    app.router.add_get("/redirect/{n}", redirect_n)
+    return app
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read())
+
+
+@pytest.fixture
+async def server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    return await aiohttp_server(make_app())
+
+
+@pytest.fixture
+def resolver_zone(dns_server: DNSServer) -> DNSServer:
+    for name in ("a.test", "b.test", "c.test"):
+        dns_server.add(name, "127.0.0.1")
+    return dns_server
+
+
+@pytest.fixture
+async def session(
+    resolver_zone: DNSServer, dns_resolver: AsyncResolver
+) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiotrace.traced_session(
+        connector=aiotrace.TracingConnector(resolver=dns_resolver)
+    ) as s:
+        yield s
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, bytes]:
+    async with session.get(url, **kw) as resp:
+        return resp.status, await resp.read()
+
+
+async def test_fresh_http_request_fires_go_order(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A first request to a host name fires DNS, one connect, got_conn(new) and the rest in Go's order."""
+    with capture_events(HOOKS) as log:
+        assert await fetch(session, f"http://a.test:{server.port}/") == (200, b"hello")
+    assert log.names() == FRESH_HTTP
+    dns = log.of("dns_done")[0]
+    assert (dns.host, dns.addrs, dns.err, dns.coalesced, dns.cached) == (
+        "a.test", ("127.0.0.1",), None, False, False,
+    )  # fmt: skip
+    start, done = log.of("connect_start")[0], log.of("connect_done")[0]
+    assert (start.network, start.addr) == ("tcp4", f"127.0.0.1:{server.port}")
+    assert (done.addr, done.err) == (start.addr, None)
+    got = log.of("got_conn")[0]
+    assert (got.reused, got.was_idle, got.idle_time) == (False, False, 0.0)
+    assert got.conn.remote_addr == f"127.0.0.1:{server.port}"
+    assert got.conn.local_addr is not None and got.conn.tls is None
+    assert log.of("put_idle_conn")[0].err is None
+    assert log.of("request_end")[0].status == 200
+    times = [e.time for _, e in log.events]
+    assert times == sorted(times)
+
+
+async def test_reused_connection_reports_idle_time(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A second request reuses the pooled connection and reports how long it sat idle."""
+    url = f"http://a.test:{server.port}/"
+    await fetch(session, url)
+    await asyncio.sleep(0.1)
+    with capture_events(HOOKS) as log:
+        await fetch(session, url)
+    assert log.names() == REUSED_HTTP
+    got = log.of("got_conn")[0]
+    assert got.reused and got.was_idle
+    assert 0.09 <= got.idle_time < 5.0
+
+
+async def test_ip_literal_has_no_dns_events(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """An IP literal URL skips DNS: no dns_start/dns_done."""
+    with capture_events(HOOKS) as log:
+        await fetch(session, f"http://127.0.0.1:{server.port}/")
+    assert log.names() == [n for n in FRESH_HTTP if not n.startswith("dns_")]
+
+
+async def test_cached_dns_is_reported_as_cached(
+    session: aiohttp.ClientSession, server: TestServer, resolver_zone: DNSServer
+) -> None:
+    """A second connection to the same name is served from aiohttp's DNS cache: cached=True."""
+    await fetch(session, f"http://a.test:{server.port}/", headers={"Connection": "close"})
+    queries = resolver_zone.count("a.test")
+    with capture_events(HOOKS) as log:
+        await fetch(session, f"http://a.test:{server.port}/")
+    dns = log.of("dns_done")[0]
+    assert (dns.cached, dns.coalesced, dns.addrs) == (True, False, ("127.0.0.1",))
+    assert resolver_zone.count("a.test") == queries
+
+
+async def test_redirect_hops_are_separate_round_trips(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """Each redirect hop is its own round trip, with a redirect event between hops."""
+    with capture_events(HOOKS) as log:
+        assert (await fetch(session, f"http://a.test:{server.port}/redirect/2"))[0] == 200
+    names = log.names()
+    hop = [
+        "get_conn", "got_conn", "wrote_headers", "wrote_request", "got_first_response_byte",
+        "response_body_done", "put_idle_conn",
+    ]  # fmt: skip
+    first = FRESH_HTTP[1:-2]
+    assert names == [
+        "request_start", *first, "redirect", *hop, "redirect", *hop, "request_end", "request_done",
+    ]  # fmt: skip
+    redirects = log.of("redirect")
+    assert [(r.status, r.from_url.path, r.to_url.path) for r in redirects] == [
+        (302, "/redirect/2", "/redirect/1"),
+        (302, "/redirect/1", "/"),
+    ]
+    assert [e.request.hop for e in log.of("get_conn")] == [0, 1, 2]
+    assert [e.request.url.path for e in log.of("get_conn")] == ["/redirect/2", "/redirect/1", "/"]
+    assert [e.reused for e in log.of("got_conn")] == [False, True, True]
+    assert len({e.request.id for _, e in log.events}) == 1
+
+
+async def test_post_body_is_written_by_the_body_task(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A request with a body reports wrote_headers before, and wrote_request after, the body."""
+    with capture_events(HOOKS) as log:
+        async with session.post(f"http://a.test:{server.port}/echo", data=b"x" * 200_000) as r:
+            assert len(await r.read()) == 200_000
+    names = log.names()
+    assert names.index("got_conn") < names.index("wrote_headers") < names.index("wrote_request")
+    assert names.index("wrote_request") < names.index("request_end")
+    assert log.of("wrote_request")[0].err is None
+
+
+async def test_wrote_header_field_lists_every_header(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """wrote_header_field fires once per header name, with all its values, before wrote_headers."""
+    with capture_events() as log:
+        await fetch(session, f"http://a.test:{server.port}/", headers={"X-Test": "1"})
+    fields = {e.key: e.values for e in log.of("wrote_header_field")}
+    assert fields["X-Test"] == ("1",)
+    assert fields["Host"] == (f"a.test:{server.port}",)
+    names = log.names()
+    last_field = max(i for i, n in enumerate(names) if n == "wrote_header_field")
+    assert last_field < names.index("wrote_headers")
+
+
+async def test_https_fresh_connection_brackets_the_handshake(
+    resolver_zone: DNSServer,
+    dns_resolver: AsyncResolver,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    server_ssl_ctx: ssl.SSLContext,
+    client_ssl_ctx: ssl.SSLContext,
+) -> None:
+    """Fresh HTTPS with the user's own SSLContext: TLS start/done between connect and got_conn."""
+    srv = await aiohttp_server(make_app(), ssl=server_ssl_ctx)
+    connector = aiotrace.TracingConnector(resolver=dns_resolver, ssl=client_ssl_ctx)
+    async with aiotrace.traced_session(connector=connector) as session:
+        with capture_events(HOOKS) as log:
+            assert await fetch(session, f"https://a.test:{srv.port}/") == (200, b"hello")
+    assert log.names() == FRESH_HTTPS
+    done = log.of("tls_handshake_done")[0]
+    assert done.err is None
+    assert done.version in ("TLSv1.2", "TLSv1.3") and done.cipher
+    assert done.alpn is None  # neither side of this pair offers ALPN
+    assert done.session_reused is False
+    assert done.peer_issuer is not None and done.peer_not_after is not None
+    assert log.of("tls_handshake_start")[0].server_name == "a.test"
+    tls = log.of("got_conn")[0].conn.tls
+    assert tls is not None and tls.version == done.version
+    assert client_ssl_ctx.verify_mode == ssl.CERT_REQUIRED and client_ssl_ctx.check_hostname
+
+
+async def test_https_per_request_context_and_verification_failure(
+    resolver_zone: DNSServer,
+    dns_resolver: AsyncResolver,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    server_ssl_ctx: ssl.SSLContext,
+    client_ssl_ctx: ssl.SSLContext,
+) -> None:
+    """With aiohttp's default verification an untrusted cert fails exactly as untraced; a
+    per-request trusting context succeeds. TLS hooks fire both times."""
+    srv = await aiohttp_server(make_app(), ssl=server_ssl_ctx)
+    url = f"https://a.test:{srv.port}/"
+    async with aiotrace.traced_session(
+        connector=aiotrace.TracingConnector(resolver=dns_resolver)
+    ) as session:
+        with capture_events(HOOKS) as log:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError) as traced:
+                await fetch(session, url)
+            assert await fetch(session, url, ssl=client_ssl_ctx) == (200, b"hello")
+    failed, ok = log.request_ids()
+    fail_names = log.names(failed)
+    assert fail_names[-2:] == ["request_exception", "request_done"]
+    tls_errors = [e.err for e in log.of("tls_handshake_done", failed)]
+    assert tls_errors and all(isinstance(e, ssl.SSLCertVerificationError) for e in tls_errors)
+    assert log.of("request_exception", failed)[0].err is traced.value
+    assert "tls_handshake_done" in log.names(ok)
+    assert log.of("tls_handshake_done", ok)[0].err is None
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=dns_resolver)
+    ) as plain:
+        with pytest.raises(aiohttp.ClientConnectorCertificateError) as untraced:
+            await fetch(plain, url)
+    assert type(untraced.value) is type(traced.value)
+
+
+async def test_connection_refused_ends_connect_with_error(
+    session: aiohttp.ClientSession, refused_port: int
+) -> None:
+    """A refused connect ends in connect_done(err) then request_exception with aiohttp's error."""
+    with capture_events(HOOKS) as log:
+        with pytest.raises(aiohttp.ClientConnectorError) as exc_info:
+            await fetch(session, f"http://127.0.0.1:{refused_port}/")
+    names = log.names()
+    assert names[:4] == ["request_start", "get_conn", "connect_start", "connect_done"]
+    assert names[-2:] == ["request_exception", "request_done"]
+    assert "got_conn" not in names
+    assert all(isinstance(e.err, ConnectionRefusedError) for e in log.of("connect_done"))
+    assert log.of("request_exception")[0].err is exc_info.value
+    assert log.of("request_done")[0].err is exc_info.value
+
+
+async def test_nxdomain_ends_dns_with_error(
+    session: aiohttp.ClientSession, resolver_zone: DNSServer
+) -> None:
+    """NXDOMAIN ends in dns_done(err) then request_exception(ClientConnectorDNSError)."""
+    resolver_zone.nxdomain("gone.test")
+    with capture_events(HOOKS) as log:
+        with pytest.raises(aiohttp.ClientConnectorDNSError) as exc_info:
+            await fetch(session, "http://gone.test:80/")
+    assert log.names() == [
+        "request_start", "get_conn", "dns_start", "dns_done", "request_exception", "request_done",
+    ]  # fmt: skip
+    dns = log.of("dns_done")[0]
+    assert isinstance(dns.err, OSError) and dns.addrs == ()
+    assert log.of("request_exception")[0].err is exc_info.value
+
+
+async def test_coalesced_dns_lookups_are_marked_on_followers(
+    session: aiohttp.ClientSession, server: TestServer, resolver_zone: DNSServer
+) -> None:
+    """Concurrent first requests to one name share one lookup; the followers say coalesced."""
+    resolver_zone.add("slow.test", "127.0.0.1", delay=0.15)
+    url = f"http://slow.test:{server.port}/"
+    with capture_events(HOOKS) as log:
+        await asyncio.gather(*(fetch(session, url) for _ in range(5)))
+    dns = log.of("dns_done")
+    assert len(dns) == 5
+    assert sorted(e.coalesced for e in dns) == [False, True, True, True, True]
+    assert all(e.addrs == ("127.0.0.1",) and not e.cached for e in dns)
+    assert resolver_zone.count("slow.test", "A") == 1
+    leader = next(e for e in dns if not e.coalesced)
+    lookup = leader.time - log.of("dns_start", leader.request.id)[0].time
+    assert lookup >= 0.14
+
+
+async def test_pool_wait_is_reported_when_limit_per_host_is_full(
+    resolver_zone: DNSServer, dns_resolver: AsyncResolver, aiohttp_server: Any
+) -> None:
+    """With limit_per_host=1, a second concurrent request waits for the pool and then reuses."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.15)
+        return web.Response(text="slow")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    srv = await aiohttp_server(app)
+    connector = aiotrace.TracingConnector(resolver=dns_resolver, limit_per_host=1)
+    async with aiotrace.traced_session(connector=connector) as session:
+        with capture_events(HOOKS) as log:
+            await asyncio.gather(*(fetch(session, f"http://a.test:{srv.port}/") for _ in range(2)))
+    waited = [rid for rid in log.request_ids() if "pool_wait_start" in log.names(rid)]
+    assert len(waited) == 1
+    names = log.names(waited[0])
+    assert names[:5] == ["request_start", "get_conn", "pool_wait_start", "pool_wait_done", "got_conn"]
+    wait = log.of("pool_wait_done", waited[0])[0]
+    assert wait.err is None
+    assert wait.time - log.of("pool_wait_start", waited[0])[0].time >= 0.1
+    assert log.of("got_conn", waited[0])[0].reused
+
+
+async def test_early_hints_and_100_continue_reach_1xx_hooks(
+    session: aiohttp.ClientSession, raw_peer: Any
+) -> None:
+    """A 103 Early Hints and a 100 Continue both reach got_1xx_response; 100 also got_100_continue."""
+    hints = await raw_peer(early_hints())
+    with capture_events(HOOKS) as log:
+        status, _ = await fetch(session, hints.url + "/")
+    assert status == 200
+    got = log.of("got_1xx_response")
+    assert [e.status for e in got] == [103]
+    assert "Link" in got[0].headers
+    names = log.names()
+    assert names.index("got_first_response_byte") < names.index("got_1xx_response")
+
+    cont = await raw_peer(continue_100())
+    with capture_events(HOOKS) as log:
+        async with session.post(cont.url + "/", data=b"payload", expect100=True) as resp:
+            assert resp.status == 200
+            await resp.read()
+    names = log.names()
+    assert [e.status for e in log.of("got_1xx_response")] == [100]
+    assert names.index("wrote_headers") < names.index("wait_100_continue")
+    assert names.index("wait_100_continue") < names.index("got_100_continue")
+    assert names.index("got_100_continue") < names.index("wrote_request")
+
+
+async def test_stale_pooled_connection_retry_is_a_new_attempt(
+    session: aiohttp.ClientSession, raw_peer: Any
+) -> None:
+    """aiohttp's silent retry on a stale pooled connection shows as retry + a new attempt."""
+    seen: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_no = len(seen)
+        seen.append(conn_no)
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if conn_no == 0:  # the next request on this connection gets no answer
+            await read_request_head(reader)
+
+    peer = await raw_peer(handler)
+    await fetch(session, peer.url + "/")
+    with capture_events(HOOKS) as log:
+        assert await fetch(session, peer.url + "/") == (200, b"ok")
+    names = log.names()
+    assert names[:4] == ["request_start", "get_conn", "got_conn", "wrote_headers"]
+    retry_at = names.index("retry")
+    assert names[retry_at + 1 : retry_at + 3] == ["get_conn", "connect_start"]
+    retry = log.of("retry")[0]
+    assert retry.reason == "stale pooled connection"
+    assert isinstance(retry.err, aiohttp.ServerDisconnectedError)
+    gets = log.of("get_conn")
+    assert [(e.request.hop, e.request.attempt) for e in gets] == [(0, 0), (0, 1)]
+    assert [e.reused for e in log.of("got_conn")] == [True, False]
+    assert names[-2:] == ["request_end", "request_done"]
+
+
+async def test_signal_adapter_feeds_hooks_on_a_plain_session(
+    server: TestServer, resolver_zone: DNSServer, dns_resolver: AsyncResolver
+) -> None:
+    """trace_config() alone on a plain ClientSession fires what aiohttp's signals can feed."""
+    log = EventLog(HOOKS)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=dns_resolver),
+        trace_configs=[aiotrace.trace_config()],
+    ) as plain:
+        async with plain.get(
+            f"http://a.test:{server.port}/redirect/1", trace_request_ctx=log.trace
+        ) as resp:
+            await resp.read()
+    assert log.names() == [
+        "request_start", "get_conn", "dns_start", "dns_done", "got_conn", "wrote_headers",
+        "wrote_request", "redirect", "get_conn", "got_conn", "wrote_headers", "wrote_request",
+        "request_end", "response_body_done", "request_done",
+    ]  # fmt: skip
+    assert [e.reused for e in log.of("got_conn")] == [False, True]
+    assert log.of("redirect")[0].to_url.path == "/"
+
+
+async def test_per_request_trace_composes_with_scoped_and_session_traces(
+    server: TestServer, resolver_zone: DNSServer, dns_resolver: AsyncResolver
+) -> None:
+    """Per-request, scoped and session traces compose innermost first; nesting runs inner first."""
+    calls: list[str] = []
+
+    def tag(name: str) -> aiotrace.ClientTrace:
+        return aiotrace.ClientTrace(request_start=lambda e: calls.append(name))
+
+    outer, inner, per_request, whole = tag("outer"), tag("inner"), tag("request"), tag("session")
+    connector = aiotrace.TracingConnector(resolver=dns_resolver)
+    async with aiotrace.traced_session(connector=connector, trace=whole) as session:
+        with aiotrace.with_client_trace(outer), aiotrace.with_client_trace(inner):
+            composed = aiotrace.context_client_trace()
+            assert composed is not None
+            await fetch(session, f"http://a.test:{server.port}/", trace_request_ctx=per_request)
+        assert aiotrace.context_client_trace() is None
+    assert calls == ["request", "inner", "outer", "session"]
+
+
+async def test_same_trace_twice_calls_each_hook_once(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """Attaching the same trace in nested blocks and per request calls its hooks once, no recursion."""
+    calls: list[int] = []
+    trace = aiotrace.ClientTrace(got_conn=lambda e: calls.append(e.request.id))
+    with aiotrace.with_client_trace(trace), aiotrace.with_client_trace(trace):
+        await fetch(session, f"http://a.test:{server.port}/", trace_request_ctx=trace)
+    assert len(calls) == 1
+
+
+async def test_thousand_concurrent_requests_keep_their_own_events(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """1,000 concurrent requests over three hosts, each with its own trace: no cross-talk."""
+    logs = [EventLog(HOOKS) for _ in range(1000)]
+    hosts = ("a.test", "b.test", "c.test")
+
+    async def one(i: int) -> None:
+        url = f"http://{hosts[i % 3]}:{server.port}/?i={i}"
+        assert await fetch(session, url, trace_request_ctx=logs[i].trace) == (200, b"hello")
+
+    await asyncio.gather(*(one(i) for i in range(1000)))
+    ids = set()
+    for i, log in enumerate(logs):
+        assert len(log.request_ids()) == 1
+        ids.add(log.request_ids()[0])
+        names = log.names()
+        assert names[0] == "request_start" and names[-1] == "request_done"
+        assert names.count("got_conn") == 1 and names.count("request_end") == 1
+        assert all(e.request.url.query["i"] == str(i) for _, e in log.events)
+        assert all(e.request.url.host == hosts[i % 3] for _, e in log.events)
+    assert len(ids) == 1000
+    assert current_request.get() is None and scoped_trace.get() is None
+
+
+async def test_tasks_created_inside_the_block_are_traced(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A request in a task created inside with_client_trace is traced; one outside is not."""
+    log = EventLog(HOOKS)
+    url = f"http://a.test:{server.port}/"
+    with aiotrace.with_client_trace(log.trace):
+        task = asyncio.ensure_future(fetch(session, url))
+    await task
+    await fetch(session, url)
+    assert len(log.request_ids()) == 1
+
+
+async def test_no_contextvar_leaks_into_the_caller(
+    session: aiohttp.ClientSession, server: TestServer, refused_port: int
+) -> None:
+    """After a request returns or raises, the caller's context holds no aiotrace value."""
+    with capture_events():
+        await fetch(session, f"http://a.test:{server.port}/")
+        assert current_request.get() is None
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await fetch(session, f"http://127.0.0.1:{refused_port}/")
+        assert current_request.get() is None
+    assert scoped_trace.get() is None
+
+
+async def test_raising_hook_is_logged_and_the_request_goes_on(
+    session: aiohttp.ClientSession, server: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """By default a raising hook is logged on the aiotrace logger and the request completes."""
+
+    def boom(event: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    trace = aiotrace.ClientTrace(got_conn=boom, got_first_response_byte=boom, request_end=boom)
+    with caplog.at_level(logging.ERROR, logger="aiotrace"):
+        status, body = await fetch(session, f"http://a.test:{server.port}/", trace_request_ctx=trace)
+    assert (status, body) == (200, b"hello")
+    raised = [r for r in caplog.records if r.name == "aiotrace"]
+    assert len(raised) == 3
+    assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in raised)
+
+
+async def test_propagate_errors_fails_the_request_with_the_hook_error(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """With propagate_errors=True the hook's exception fails the request; the pool stays sane."""
+
+    class HookError(Exception):
+        pass
+
+    def boom(event: Any) -> None:
+        raise HookError
+
+    url = f"http://a.test:{server.port}/"
+    with pytest.raises(HookError):
+        await fetch(session, url, trace_request_ctx=aiotrace.ClientTrace(got_conn=boom, propagate_errors=True))
+    with pytest.raises(HookError):
+        await fetch(
+            session, url,
+            trace_request_ctx=aiotrace.ClientTrace(got_first_response_byte=boom, propagate_errors=True),
+        )  # fmt: skip
+    assert await fetch(session, url) == (200, b"hello")
+
+
+async def test_coroutine_hooks_run_later_in_event_order(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """Coroutine hooks are scheduled, not awaited inline, and run one at a time in event order."""
+    seen: list[str] = []
+    running = 0
+
+    def async_hook(name: str) -> Any:
+        async def hook(event: Any) -> None:
+            nonlocal running
+            running += 1
+            assert running == 1
+            await asyncio.sleep(0.01)
+            seen.append(name)
+            running -= 1
+
+        return hook
+
+    trace = aiotrace.ClientTrace(**{n: async_hook(n) for n in HOOKS})
+    await fetch(session, f"http://a.test:{server.port}/", trace_request_ctx=trace)
+    assert seen != REUSED_HTTP and len(seen) < len(FRESH_HTTP)  # not awaited inline
+    for _ in range(100):
+        if len(seen) == len(FRESH_HTTP):
+            break
+        await asyncio.sleep(0.02)
+    assert seen == FRESH_HTTP
+
+
+async def test_untraced_requests_fire_nothing(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A traced_session with no trace active fires no hook and leaves aiohttp's result as is."""
+    log = EventLog(HOOKS)
+    with aiotrace.with_client_trace(log.trace):
+        pass
+    assert await fetch(session, f"http://a.test:{server.port}/") == (200, b"hello")
+    assert len(log) == 0
+
+
+async def test_traced_session_rejects_a_plain_connector() -> None:
+    """traced_session() needs a TracingConnector and says so in one line."""
+    connector = aiohttp.TCPConnector()
+    with pytest.raises(TypeError, match="TracingConnector"):
+        aiotrace.traced_session(connector=connector)  # type: ignore[arg-type]
+    await connector.close()
+
+
+def test_with_client_trace_rejects_non_traces() -> None:
+    """with_client_trace() with something that is not a trace fails with a clear TypeError."""
+    with pytest.raises(TypeError, match="ClientTrace"), aiotrace.with_client_trace(42):  # type: ignore[arg-type]
+        pass
+
+
