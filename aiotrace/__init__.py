@@ -48,7 +48,6 @@ from ._stats import HostStats, LatencyHistogram, Quantiles
 from ._timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
 from ._tls import preload_default_twins
 
-
 __all__ = [
     # Tracing a request
     "ClientTrace",

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AIOHTTP_DEFAULT_SSL_CONTEXTS",
     "dns_cache_state",
-    "has_idle_connection",
     "install_protocol_factory",
     "install_request_boundary",
     "make_ssl_context",
@@ -53,7 +52,7 @@ def install_protocol_factory(
     ``BaseConnector._factory`` is ``functools.partial(ResponseHandler, loop=loop)`` in every
     version from 3.9 to 3.14.
     """
-    connector._factory = functools.partial(protocol_class, loop=connector._loop)  # type: ignore[attr-defined]
+    connector._factory = functools.partial(protocol_class, loop=connector._loop)
 
 
 def dns_cache_state(connector: TCPConnector, host: str, port: int) -> tuple[bool, bool]:
@@ -68,11 +67,6 @@ def dns_cache_state(connector: TCPConnector, host: str, port: int) -> tuple[bool
     key = (host, port)
     cached = key in c._cached_hosts and not c._cached_hosts.expired(key)
     return cached, (not cached and key in c._throttle_dns_futures)
-
-
-def has_idle_connection(connector: TCPConnector, key: object) -> bool:
-    """Whether the pool holds an idle connection for ``key`` (``BaseConnector._conns``)."""
-    return bool(connector._conns.get(key))  # type: ignore[attr-defined, call-overload]
 
 
 def server_asked_to_close(protocol: ResponseHandler) -> bool:

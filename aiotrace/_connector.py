@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
     from aiohttp.connector import Connection
 
-    from ._state import ConnState, HopState, RequestState
+    from ._state import ConnState, HopState
 
 __all__ = ["ConnectionNotPooled", "TracingConnector"]
 
@@ -145,7 +145,7 @@ class TracingConnector(TCPConnector):
                 return "stale_retry"
         if history is None:
             return "first"
-        for proto in self._acquired:  # type: ignore[attr-defined]
+        for proto in self._acquired:
             other = getattr(proto, "aiotrace_conn", None)
             if other is not None and other.key == key and other.closed_at is None:
                 return "busy"
@@ -176,10 +176,10 @@ class TracingConnector(TCPConnector):
         state = current_request.get()
         hop = state.hop if state is not None else None
         if hop is None:
-            return await super()._wait_for_available_connection(key, traces)  # type: ignore[misc, no-any-return]
+            return await super()._wait_for_available_connection(key, traces)
         hop.pool_wait_start()
         try:
-            await super()._wait_for_available_connection(key, traces)  # type: ignore[misc]
+            await super()._wait_for_available_connection(key, traces)
         except BaseException as e:
             hop.pool_wait_done(e)
             raise
@@ -207,9 +207,7 @@ class TracingConnector(TCPConnector):
         ctx = super()._get_ssl_context(req)
         return None if ctx is None else traceable(ctx)
 
-    def _release(
-        self, key: Any, protocol: ResponseHandler, *, should_close: bool = False
-    ) -> None:
+    def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
         p: Any = protocol
         cs: ConnState | None = getattr(p, "aiotrace_conn", None)
         hop: HopState | None = getattr(p, "aiotrace_hop", None)
@@ -227,13 +225,15 @@ class TracingConnector(TCPConnector):
         if reason is None:
             hop.body_done(None)
             hop.put_idle_conn(None)
-            return
+            return None
         err = ConnectionNotPooled(*reason)
         hop.body_done(err if reason[0] == "closed" else None)
         hop.put_idle_conn(err)
         return None
 
-    def _close_reason(self, protocol: ResponseHandler, should_close: bool) -> tuple[str, str] | None:
+    def _close_reason(
+        self, protocol: ResponseHandler, should_close: bool
+    ) -> tuple[str, str] | None:
         if not (should_close or self._force_close or protocol.should_close or self._closed):
             return None
         if self._closed:
@@ -247,7 +247,7 @@ class TracingConnector(TCPConnector):
         return None
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
-        for conns in list(self._conns.values()):  # type: ignore[attr-defined]
+        for conns in list(self._conns.values()):
             for proto, _ in conns:
                 cs = getattr(proto, "aiotrace_conn", None)
                 if cs is not None:

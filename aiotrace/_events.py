@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoundTrip:
     """One round trip of a traced request: request id, method, this hop's URL, hop and attempt."""
@@ -132,7 +131,7 @@ class DNSStartInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DNSDoneInfo:
-    """A lookup ended: addresses or error; ``coalesced`` joined another's; ``cached`` hit aiohttp's cache."""
+    """A lookup ended: ``addrs`` or ``err``; ``coalesced`` joined another's; ``cached`` hit."""
 
     request: RoundTrip
     time: float

@@ -36,7 +36,9 @@ def _server_ip(hop: Hop) -> str | None:
     return host.strip("[]")
 
 
-def _entry(timeline: RequestTimeline, hop: Hop, next_hop: Hop | None, r: Redaction) -> dict[str, Any]:
+def _entry(
+    timeline: RequestTimeline, hop: Hop, next_hop: Hop | None, r: Redaction
+) -> dict[str, Any]:
     t = hop.timings
     connect = None
     if t.connect is not None or t.tls is not None:
@@ -102,7 +104,9 @@ def har_log(timelines: Iterable[RequestTimeline], redaction: Redaction) -> dict[
     for timeline in timelines:
         hops = timeline.hops
         for i, hop in enumerate(hops):
-            entries.append(_entry(timeline, hop, hops[i + 1] if i + 1 < len(hops) else None, redaction))
+            entries.append(
+                _entry(timeline, hop, hops[i + 1] if i + 1 < len(hops) else None, redaction)
+            )
     return {
         "log": {
             "version": "1.2",

@@ -121,7 +121,9 @@ class ClientTrace:
 
 
 HOOK_NAMES: tuple[str, ...] = tuple(
-    f.name for f in fields(ClientTrace) if f.name not in ("propagate_errors", "_observers", "_parts", "_dispatch")
+    f.name
+    for f in fields(ClientTrace)
+    if f.name not in ("propagate_errors", "_observers", "_parts", "_dispatch")
 )
 
 
@@ -259,4 +261,3 @@ def _call_all(fns: list[Callable[[Any], object]]) -> Callable[[Any], None]:
                 event.request._state.serial().schedule(lambda _e, c=result: c, event)
 
     return call
-

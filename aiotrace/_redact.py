@@ -67,7 +67,10 @@ class Redaction:
             query = u.query
             if any(k.lower() in self.query_params for k in query):
                 u = u.with_query(
-                    [(k, REDACTED if k.lower() in self.query_params else v) for k, v in query.items()]
+                    [
+                        (k, REDACTED if k.lower() in self.query_params else v)
+                        for k, v in query.items()
+                    ]
                 )
         return str(u)
 

@@ -19,7 +19,7 @@ from ._connector import got_conn
 from ._context import current_request
 
 if TYPE_CHECKING:
-    from aiohttp.client_reqrep import Connection
+    from aiohttp.connector import Connection
 
     from ._state import HopState
 

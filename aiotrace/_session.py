@@ -74,7 +74,9 @@ def traced_session(
 def _boundary(
     aiohttp_request: Callable[..., Coroutine[Any, Any, Any]], session_trace: ClientTrace | None
 ) -> Callable[..., Any]:
-    def _request(method: str, str_or_url: Any, *, trace_request_ctx: object = None, **kw: Any) -> Any:
+    def _request(
+        method: str, str_or_url: Any, *, trace_request_ctx: object = None, **kw: Any
+    ) -> Any:
         scoped = scoped_trace.get()
         per_request = _as_trace(trace_request_ctx, "trace_request_ctx=")
         if per_request is None and scoped is None and session_trace is None:

@@ -15,7 +15,7 @@ itself, and this adapter stays silent for it (no event is reported twice).
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import TraceConfig
 from yarl import URL
@@ -64,7 +64,7 @@ def trace_config(trace: ClientTrace | None = None) -> TraceConfig:
             composed = compose(per_request, scoped_trace.get(), trace)
         return _Ctx(state=None, trace=composed, connecting=False, next_url=None)
 
-    tc = TraceConfig(trace_config_ctx_factory=factory)
+    tc = TraceConfig(trace_config_ctx_factory=cast(Any, factory))
 
     async def on_request_start(_s: Any, ctx: _Ctx, p: Any) -> None:
         if ctx.trace is not None:
@@ -140,7 +140,7 @@ def trace_config(trace: ClientTrace | None = None) -> TraceConfig:
         if ctx.state is not None:
             ctx.state.exception(p.exception)
 
-    for signal, handler in (
+    handlers: tuple[tuple[Any, Any], ...] = (
         (tc.on_request_start, on_request_start),
         (tc.on_connection_queued_start, on_queued_start),
         (tc.on_connection_queued_end, on_queued_end),
@@ -155,7 +155,8 @@ def trace_config(trace: ClientTrace | None = None) -> TraceConfig:
         (tc.on_request_end, on_request_end),
         (tc.on_response_chunk_received, on_chunk_received),
         (tc.on_request_exception, on_request_exception),
-    ):
+    )
+    for signal, handler in handlers:
         signal.append(handler)
     tc.freeze()
     return tc

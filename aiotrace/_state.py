@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from multidict import CIMultiDictProxy
     from yarl import URL
 
-    from ._hooks import ClientTrace, Dispatch
+    from ._hooks import ClientTrace
 
 __all__ = ["ConnState", "HopState", "RequestState"]
 
@@ -128,8 +128,10 @@ class ConnState:
                 self.history.last_close = reason
 
     def __repr__(self) -> str:
-        state = "CLOSED" if self.closed_at is not None else (
-            "IDLE" if self.released_at is not None else "ACTIVE"
+        state = (
+            "CLOSED"
+            if self.closed_at is not None
+            else ("IDLE" if self.released_at is not None else "ACTIVE")
         )
         return f"<ConnState #{self.id} {state} served={self.served}>"
 
@@ -147,23 +149,23 @@ class HopState:
     """One round trip: its stamps (``perf_counter`` seconds) and what it learned."""
 
     __slots__ = (
+        "_rt",
         "addrs",
+        "attempt",
         "attempts",
         "body_err",
         "body_task",
         "conn",
         "dns_cached",
         "dns_coalesced",
+        "dns_host",
         "err",
         "idle_time",
-        "attempt",
         "index",
         "method",
         "reuse_miss",
         "reused",
-        "_rt",
         "state",
-        "url",
         "status",
         "t_body_done",
         "t_connect_done",
@@ -181,10 +183,12 @@ class HopState:
         "t_wrote_headers",
         "t_wrote_request",
         "tls",
-        "dns_host",
+        "url",
     )
 
-    def __init__(self, state: RequestState, method: str, url: URL, index: int, attempt: int) -> None:
+    def __init__(
+        self, state: RequestState, method: str, url: URL, index: int, attempt: int
+    ) -> None:
         self.state = state
         self.method = method
         self.url = url
@@ -589,7 +593,11 @@ class RequestState:
             observer.request_started(self)
         h = self.d.request_start
         if h is not None:
-            h(RequestStartInfo(request=self.rt, time=self.t_start, method=self.method, url=self.url))
+            h(
+                RequestStartInfo(
+                    request=self.rt, time=self.t_start, method=self.method, url=self.url
+                )
+            )
 
     def begin_hop(self, method: str, url: URL) -> HopState:
         """A new round trip: the first, a redirect hop, or a retry (rule 1)."""
@@ -604,7 +612,11 @@ class RequestState:
             if h is not None:
                 h(
                     RedirectInfo(
-                        request=hop.rt, time=_now(), status=prev.status, from_url=prev.url, to_url=url
+                        request=hop.rt,
+                        time=_now(),
+                        status=prev.status,
+                        from_url=prev.url,
+                        to_url=url,
                     )
                 )
         else:
@@ -619,7 +631,11 @@ class RequestState:
         self.hop = hop
         h = self.d.get_conn
         if h is not None:
-            h(GetConnInfo(request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"))
+            h(
+                GetConnInfo(
+                    request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"
+                )
+            )
         return hop
 
     def end(self, response: Any) -> None:

@@ -445,7 +445,5 @@ class ConnectionRecord:
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,
             "close_reason": self.close_reason,
-            "requests": [
-                {"request": r, "hop": h, "idle_ms": idle} for r, h, idle in self.served
-            ],
+            "requests": [{"request": r, "hop": h, "idle_ms": idle} for r, h, idle in self.served],
         }
