@@ -516,6 +516,7 @@ class RequestState:
         "hops",
         "id",
         "method",
+        "observer_data",
         "observers",
         "status",
         "t_done",
@@ -542,6 +543,7 @@ class RequestState:
         self.hops: list[HopState] = []
         self.hop: HopState | None = None
         self.deferred: BaseException | None = None
+        self.observer_data: Any = None  # an observer's own per-request value (OTel's context)
         self._rt0: RoundTrip | None = None
         self._serial: SerialRunner | None = None
 

@@ -1,0 +1,131 @@
+"""OpenTelemetry export: one CLIENT span per request, one child span per round trip.
+
+Needs the ``otel`` extra (``opentelemetry-sdk``). Spans are made when the request is done,
+from the stamps aiotrace took anyway, with their real start and end times, under the span
+that was current when the request started::
+
+    otel = aiotrace.otel.OTelTrace(tracer_provider=provider)
+    async with aiotrace.traced_session(trace=otel) as session: ...
+
+Each hop's span carries what no one-span-per-request instrumentation can: the phase timings,
+whether the connection was reused (or why not), its idle time, the peer address and TLS
+version. aiotrace records spans; it does not inject ``traceparent`` into requests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ._hooks import ClientTrace
+from ._redact import DEFAULT_REDACTION, Redaction
+from ._state import wall_time
+from ._timeline import PHASES, hop_timings
+
+if TYPE_CHECKING:
+    from ._state import HopState, RequestState
+
+__all__ = ["OTelTrace"]
+
+
+def _ns(perf: float) -> int:
+    return int(wall_time(perf) * 1e9)
+
+
+class OTelTrace:
+    """Turns traced requests into OpenTelemetry spans; ``.trace`` is the ClientTrace to use."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: otel_trace.TracerProvider | None = None,
+        redaction: Redaction = DEFAULT_REDACTION,
+    ) -> None:
+        from . import __version__
+
+        self._tracer = otel_trace.get_tracer("aiotrace", __version__, tracer_provider)
+        self._redaction = redaction
+        self.trace = ClientTrace(_observers=(self,))
+
+    def request_started(self, state: RequestState) -> None:
+        state.observer_data = otel_context.get_current()
+
+    def request_finished(self, state: RequestState) -> None:
+        parent = state.observer_data
+        state.observer_data = None
+        url = state.final_url or state.url
+        attrs: dict[str, Any] = {
+            "http.request.method": state.method,
+            "url.full": self._redaction.url(state.url) or "",
+            "server.address": url.host or "",
+            "aiotrace.request.id": state.id,
+            "aiotrace.hops": len(state.hops),
+        }
+        if url.port is not None:
+            attrs["server.port"] = url.port
+        if state.status is not None:
+            attrs["http.response.status_code"] = state.status
+        end = state.t_done or state.t_end or state.t_start
+        span = self._tracer.start_span(
+            f"{state.method}",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            start_time=_ns(state.t_start),
+        )
+        err = state.err
+        if err is not None:
+            span.set_attribute("error.type", type(err).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(err)))
+        elif state.status is not None and state.status >= 400:
+            span.set_attribute("error.type", str(state.status))
+            span.set_status(Status(StatusCode.ERROR))
+        ctx = otel_trace.set_span_in_context(span, parent)
+        for hop in state.hops:
+            self._hop_span(hop, ctx)
+        span.end(end_time=_ns(end))
+
+    def _hop_span(self, hop: HopState, ctx: Any) -> None:
+        timings, _ = hop_timings(hop)
+        attrs: dict[str, Any] = {
+            "http.request.method": hop.method,
+            "url.full": self._redaction.url(hop.url) or "",
+            "aiotrace.hop": hop.index,
+            "aiotrace.attempt": hop.attempt,
+            "aiotrace.reused": hop.reused,
+        }
+        if hop.status is not None:
+            attrs["http.response.status_code"] = hop.status
+        if hop.reused:
+            attrs["aiotrace.idle_ms"] = hop.idle_time * 1000.0
+        elif hop.reuse_miss is not None:
+            attrs["aiotrace.reuse_miss"] = hop.reuse_miss
+        for name in PHASES:
+            ms = getattr(timings, name)
+            if ms is not None:
+                attrs[f"aiotrace.{name}_ms"] = ms
+        conn = hop.conn
+        info = conn.info if conn is not None else None
+        if info is not None:
+            attrs["aiotrace.connection.id"] = info.id
+            if info.remote_addr:
+                host, _, port = info.remote_addr.rpartition(":")
+                attrs["network.peer.address"] = host.strip("[]")
+                attrs["network.peer.port"] = int(port)
+            if info.tls is not None and info.tls.version:
+                attrs["tls.protocol.version"] = info.tls.version
+        span = self._tracer.start_span(
+            f"{hop.method} hop {hop.index}" + (f" attempt {hop.attempt}" if hop.attempt else ""),
+            context=ctx,
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            start_time=_ns(hop.t_get_conn),
+        )
+        if hop.err is not None:
+            span.set_attribute("error.type", type(hop.err).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(hop.err)))
+        end = hop.t_body_done or hop.t_end or hop.t_get_conn + timings.total / 1000.0
+        span.end(end_time=_ns(end))
