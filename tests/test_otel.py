@@ -1,0 +1,69 @@
+"""The OpenTelemetry export: spans per request and per hop, parented, redacted."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import aiotrace
+from aiotrace.otel import OTelTrace
+
+
+async def test_request_span_with_a_child_per_hop(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], refused_port: int
+) -> None:
+    """A redirected request is one CLIENT span under the caller's span, with a child per hop."""
+
+    async def hop(request: web.Request) -> web.Response:
+        if request.path == "/start":
+            raise web.HTTPFound("/end")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/start", hop)
+    app.router.add_get("/end", hop)
+    server = await aiohttp_server(app)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel = OTelTrace(tracer_provider=provider)
+    tracer = provider.get_tracer("test")
+    async with aiotrace.traced_session(trace=otel) as session:
+        with tracer.start_as_current_span("caller") as caller:
+            url = f"http://127.0.0.1:{server.port}/start?token=secret"
+            async with session.get(url) as resp:
+                await resp.read()
+            try:
+                async with session.get(f"http://127.0.0.1:{refused_port}/"):
+                    pass
+            except OSError:
+                pass
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.name != "caller"}
+    request_spans = [s for s in exporter.get_finished_spans() if s.name == "GET"]
+    assert len(request_spans) == 2
+    ok, failed = sorted(request_spans, key=lambda s: s.start_time or 0)
+    assert ok.kind is SpanKind.CLIENT
+    assert ok.parent is not None and ok.parent.span_id == caller.get_span_context().span_id
+    assert ok.attributes is not None
+    assert ok.attributes["url.full"] == f"http://127.0.0.1:{server.port}/start?token=REDACTED"
+    assert ok.attributes["http.response.status_code"] == 200
+    hop0, hop1 = spans["GET hop 0"], spans["GET hop 1"]
+    assert hop0.parent is not None and hop0.parent.span_id == ok.context.span_id
+    assert hop0.attributes is not None and hop1.attributes is not None
+    assert hop0.attributes["http.response.status_code"] == 302
+    assert hop0.attributes["aiotrace.reuse_miss"] == "first"
+    assert hop1.attributes["aiotrace.reused"] is True
+    assert "aiotrace.wait_ms" in hop1.attributes
+    assert ok.start_time is not None and hop0.start_time is not None
+    assert ok.start_time <= hop0.start_time <= (hop1.start_time or 0) <= (ok.end_time or 0)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes is not None
+    assert failed.attributes["error.type"] == "ClientConnectorError"
+    assert otel_trace.get_current_span() is otel_trace.INVALID_SPAN
