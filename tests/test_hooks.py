@@ -266,9 +266,8 @@ async def test_connection_refused_ends_connect_with_error(
     session: aiohttp.ClientSession, refused_port: int
 ) -> None:
     """A refused connect ends in connect_done(err) then request_exception with aiohttp's error."""
-    with capture_events(HOOKS) as log:
-        with pytest.raises(aiohttp.ClientConnectorError) as exc_info:
-            await fetch(session, f"http://127.0.0.1:{refused_port}/")
+    with capture_events(HOOKS) as log, pytest.raises(aiohttp.ClientConnectorError) as exc_info:
+        await fetch(session, f"http://127.0.0.1:{refused_port}/")
     names = log.names()
     assert names[:4] == ["request_start", "get_conn", "connect_start", "connect_done"]
     assert names[-2:] == ["request_exception", "request_done"]
@@ -404,11 +403,10 @@ async def test_signal_adapter_feeds_hooks_on_a_plain_session(
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(resolver=dns_resolver),
         trace_configs=[aiotrace.trace_config()],
-    ) as plain:
-        async with plain.get(
-            f"http://a.test:{server.port}/redirect/1", trace_request_ctx=log.trace
-        ) as resp:
-            await resp.read()
+    ) as plain, plain.get(
+        f"http://a.test:{server.port}/redirect/1", trace_request_ctx=log.trace
+    ) as resp:
+        await resp.read()
     assert log.names() == [
         "request_start", "get_conn", "dns_start", "dns_done", "got_conn", "wrote_headers",
         "wrote_request", "redirect", "get_conn", "got_conn", "wrote_headers", "wrote_request",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from opentelemetry import trace as otel_trace
@@ -16,8 +17,19 @@ import aiotrace
 from aiotrace.otel import OTelTrace
 
 
+@pytest.fixture
+def provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """An SDK provider exporting to memory (built outside the loop: it starts threads)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
 async def test_request_span_with_a_child_per_hop(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], refused_port: int
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    refused_port: int,
+    provider: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     """A redirected request is one CLIENT span under the caller's span, with a child per hop."""
 
@@ -30,11 +42,9 @@ async def test_request_span_with_a_child_per_hop(
     app.router.add_get("/start", hop)
     app.router.add_get("/end", hop)
     server = await aiohttp_server(app)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel = OTelTrace(tracer_provider=provider)
-    tracer = provider.get_tracer("test")
+    tracer_provider, exporter = provider
+    otel = OTelTrace(tracer_provider=tracer_provider)
+    tracer = tracer_provider.get_tracer("test")
     async with aiotrace.traced_session(trace=otel) as session:
         with tracer.start_as_current_span("caller") as caller:
             url = f"http://127.0.0.1:{server.port}/start?token=secret"
