@@ -282,9 +282,8 @@ async def test_nxdomain_ends_dns_with_error(
 ) -> None:
     """NXDOMAIN ends in dns_done(err) then request_exception(ClientConnectorDNSError)."""
     resolver_zone.nxdomain("gone.test")
-    with capture_events(HOOKS) as log:
-        with pytest.raises(aiohttp.ClientConnectorDNSError) as exc_info:
-            await fetch(session, "http://gone.test:80/")
+    with capture_events(HOOKS) as log, pytest.raises(aiohttp.ClientConnectorDNSError) as exc_info:
+        await fetch(session, "http://gone.test:80/")
     assert log.names() == [
         "request_start", "get_conn", "dns_start", "dns_done", "request_exception", "request_done",
     ]  # fmt: skip
