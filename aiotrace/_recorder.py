@@ -8,7 +8,7 @@ took anyway. So recording costs no event objects, whatever the number of hops.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict, deque
+from collections import deque
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +50,8 @@ class Recorder:
         self.redaction = redaction
         self.dropped = 0
         self._timelines: deque[RequestTimeline] = deque(maxlen=max_requests)
-        self._connections: OrderedDict[int, ConnectionRecord] = OrderedDict()
-        self._stats: dict[str, HostStats] = {}
+        self._stats: dict[str, HostStats] = {}  # aggregate-only: all; else: dropped ones
+        self._dropped_running: set[int] = set()
         self.trace = ClientTrace(_observers=(self,))
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
@@ -87,6 +87,9 @@ class Recorder:
         self.__exit__(exc_type, exc, tb)
 
     # -- observer protocol (called by RequestState) --------------------------------------------
+    #
+    # Full mode does no work at a request's end: a kept timeline is aggregated when someone
+    # reads ``stats`` (or when the ring drops it), so the request path pays for one append.
 
     def request_started(self, state: RequestState) -> None:
         if self.aggregate_only:
@@ -94,40 +97,19 @@ class Recorder:
         timelines = self._timelines
         if timelines.maxlen is not None and len(timelines) == timelines.maxlen:
             self.dropped += 1
+            oldest = timelines[0]._state
+            if oldest.done:
+                _fold(self._stats, oldest)
+            else:
+                self._dropped_running.add(oldest.id)
         timelines.append(RequestTimeline(state))
 
     def request_finished(self, state: RequestState) -> None:
-        url = state.url
-        host = f"{url.raw_host}:{url.port}" if url.raw_host else "?"
-        stats = self._stats.get(host)
-        if stats is None:
-            stats = self._stats[host] = HostStats()
-        stats.requests += 1
-        if state.err is not None:
-            name = type(state.err).__name__
-            stats.errors[name] = stats.errors.get(name, 0) + 1
-        elif state.status is not None:
-            stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
-        keep_conns = not self.aggregate_only
-        total = 0.0
-        for hop in state.hops:
-            stats.round_trips += 1
-            if hop.reused:
-                stats.reused += 1
-            timings, _ = hop_timings(hop)
-            for name in PHASES:
-                stats.add_phase(name, getattr(timings, name))
-            total += timings.total
-            cs = hop.conn
-            if keep_conns and cs is not None and cs.info is not None:
-                record = self._connections.get(cs.id)
-                if record is None:
-                    record = self._connections[cs.id] = ConnectionRecord(cs)
-                    limit = self.max_requests
-                    if limit is not None and len(self._connections) > limit:
-                        self._connections.popitem(last=False)
-                record.served.append((state.id, hop.index, hop.idle_time * 1000.0))
-        stats.add_phase("total", total)
+        if self.aggregate_only:
+            _fold(self._stats, state)
+        elif self._dropped_running and state.id in self._dropped_running:
+            self._dropped_running.discard(state.id)
+            _fold(self._stats, state)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -138,19 +120,36 @@ class Recorder:
 
     @property
     def connections(self) -> list[ConnectionRecord]:
-        """Every connection the kept requests used, by id."""
-        return list(self._connections.values())
+        """Every connection the kept requests used, by id, with the round trips it served."""
+        records: dict[int, ConnectionRecord] = {}
+        for timeline in self._timelines:
+            state = timeline._state
+            for hop in state.hops:
+                cs = hop.conn
+                if cs is None or cs.info is None:
+                    continue
+                record = records.get(cs.id)
+                if record is None:
+                    record = records[cs.id] = ConnectionRecord(cs)
+                record.served.append((state.id, hop.index, hop.idle_time * 1000.0))
+        return [records[k] for k in sorted(records)]
 
     @property
     def stats(self) -> dict[str, HostStats]:
-        """Per ``host:port`` aggregates of finished requests (kept in every mode)."""
-        return dict(self._stats)
+        """Per ``host:port`` aggregates of finished requests (in every mode)."""
+        if self.aggregate_only:
+            return dict(self._stats)
+        merged = {host: stats.copy() for host, stats in self._stats.items()}
+        for timeline in self._timelines:
+            if timeline._state.done:
+                _fold(merged, timeline._state)
+        return merged
 
     def clear(self) -> None:
         """Forget every timeline, connection and aggregate."""
         self._timelines.clear()
-        self._connections.clear()
         self._stats.clear()
+        self._dropped_running.clear()
         self.dropped = 0
 
     # -- exports ----------------------------------------------------------------------------
@@ -172,3 +171,30 @@ class Recorder:
     def to_har(self) -> dict[str, Any]:
         """The kept requests as a HAR 1.2 document (one entry per round trip)."""
         return har_log(self._timelines, self.redaction)
+
+
+def _fold(into: dict[str, HostStats], state: RequestState) -> None:
+    """Add one finished request to per-host aggregates."""
+    url = state.url
+    host = f"{url.raw_host}:{url.port}" if url.raw_host else "?"
+    stats = into.get(host)
+    if stats is None:
+        stats = into[host] = HostStats()
+    stats.requests += 1
+    if state.err is not None:
+        name = type(state.err).__name__
+        stats.errors[name] = stats.errors.get(name, 0) + 1
+    elif state.status is not None:
+        stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
+    total = 0.0
+    for hop in state.hops:
+        stats.round_trips += 1
+        if hop.reused:
+            stats.reused += 1
+        timings, _ = hop_timings(hop)
+        for name in PHASES:
+            ms = getattr(timings, name)
+            if ms is not None:
+                stats.add_phase(name, ms)
+        total += timings.total
+    stats.add_phase("total", total)

@@ -55,6 +55,16 @@ class LatencyHistogram:
         counts = self._counts
         counts[i] = counts.get(i, 0) + 1
 
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add another histogram's counts to this one."""
+        counts = self._counts
+        for i, n in other._counts.items():
+            counts[i] = counts.get(i, 0) + n
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
     def quantile(self, q: float) -> float:
         if not self.count:
             return 0.0
@@ -92,6 +102,16 @@ class HostStats:
         self.errors: dict[str, int] = {}
         self.statuses: dict[int, int] = {}
         self.phases: dict[str, LatencyHistogram] = {}
+
+    def copy(self) -> HostStats:
+        new = HostStats()
+        new.requests, new.round_trips, new.reused = self.requests, self.round_trips, self.reused
+        new.errors = dict(self.errors)
+        new.statuses = dict(self.statuses)
+        for name, hist in self.phases.items():
+            h = new.phases[name] = LatencyHistogram()
+            h.merge(hist)
+        return new
 
     def add_phase(self, name: str, ms: float | None) -> None:
         if ms is None:
