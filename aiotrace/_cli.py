@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import ssl
 import sys
@@ -315,8 +314,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_loop(args: argparse.Namespace, urls: list[URL]) -> tuple[Recorder, list[BaseException]]:
-    if os.environ.get("AIOTRACE_LOOP") == "uvloop":  # pragma: no cover - exercised in CI tests
-        import uvloop
-
-        return uvloop.run(_run(args, urls))
     return asyncio.run(_run(args, urls))
