@@ -38,11 +38,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import TCPConnector
 from aiohttp.helpers import is_ip_address
 
-from ._aiohttp_private import (
-    dns_cache_state,
-    install_protocol_factory,
-    server_asked_to_close,
-)
+from ._aiohttp_private import dns_cache_state, install_protocol_factory
 from ._context import current_request
 from ._events import ConnInfo
 from ._protocol import TracingResponseHandler
@@ -60,6 +56,14 @@ if TYPE_CHECKING:
     from ._state import ConnState, HopState
 
 __all__ = ["ConnectionNotPooled", "TracingConnector"]
+
+
+_NOT_POOLED = {
+    "session_closed": "the session's connector is closed",
+    "keepalive_disabled": "keep-alive disabled (force_close)",
+    "server_closed": "the server asked to close (Connection: close)",
+    "closed": "closed before the response was fully read, or after an error",
+}
 
 
 class ConnectionNotPooled(ConnectionError):
@@ -98,7 +102,8 @@ def got_conn(hop: HopState, conn: Connection) -> None:
         cs.info = _conn_info(proto, cs, hop)
     cs.released_at = None
     cs.served += 1
-    proto.attach(hop)
+    proto.aiotrace_hop = hop  # attach (see TracingResponseHandler.traced_feed_data)
+    proto.__dict__["feed_data"] = proto.traced_feed_data
     hop.got_conn(cs, reused, idle)
 
 
@@ -170,6 +175,7 @@ class TracingConnector(TCPConnector):
                 history = self._aiotrace_hosts[key] = HostHistory()
             cs.key = key
             cs.history = history
+            cs.keepalive_disabled = self._force_close
         return proto
 
     async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
@@ -208,42 +214,25 @@ class TracingConnector(TCPConnector):
         return None if ctx is None else traceable(ctx)
 
     def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
+        # Every protocol here is a TracingResponseHandler (install_protocol_factory).
         p: Any = protocol
-        cs: ConnState | None = getattr(p, "aiotrace_conn", None)
-        hop: HopState | None = getattr(p, "aiotrace_hop", None)
+        hop: HopState | None = p.aiotrace_hop
+        p.aiotrace_conn.released_at = _now()
         if hop is None:
-            if cs is not None:
-                cs.released_at = _now()
             return super()._release(key, protocol, should_close=should_close)
-        p.detach()
-        reason = self._close_reason(protocol, should_close)
-        if cs is not None:
-            cs.released_at = _now()
-            if reason is not None:
-                cs.closing(reason[0])
+        connector_closed = self._closed
+        # Still attached: if aiohttp closes the connection now, the protocol records why.
         super()._release(key, protocol, should_close=should_close)
-        if reason is None:
-            hop.body_done(None)
-            hop.put_idle_conn(None)
+        p.aiotrace_hop = None  # detach
+        p.__dict__.pop("feed_data", None)
+        if p.transport is not None and not connector_closed:
+            hop.released(None, None)  # back in the pool
             return None
-        err = ConnectionNotPooled(*reason)
-        hop.body_done(err if reason[0] == "closed" else None)
-        hop.put_idle_conn(err)
-        return None
-
-    def _close_reason(
-        self, protocol: ResponseHandler, should_close: bool
-    ) -> tuple[str, str] | None:
-        if not (should_close or self._force_close or protocol.should_close or self._closed):
-            return None
-        if self._closed:
-            return ("session_closed", "the session's connector is closed")
-        if self._force_close:
-            return ("keepalive_disabled", "keep-alive disabled (force_close)")
-        if server_asked_to_close(protocol):
-            return ("server_closed", "the server asked to close (Connection: close)")
-        if should_close or protocol.should_close:
-            return ("closed", "closed before the response was fully read, or after an error")
+        reason = p.aiotrace_conn.close_reason or "closed"
+        if connector_closed:
+            reason = "session_closed"
+        err = ConnectionNotPooled(reason, _NOT_POOLED.get(reason, reason))
+        hop.released(err if reason == "closed" else None, err)
         return None
 
     def close(self, *args: Any, **kwargs: Any) -> Any:

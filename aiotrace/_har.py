@@ -74,7 +74,7 @@ def _entry(
             "httpVersion": "HTTP/1.1",
             "cookies": [],
             "headers": [],
-            "content": {"size": -1, "mimeType": ""},
+            "content": {"size": 0, "mimeType": "", "comment": "body size not measured"},
             "redirectURL": redirect or "",
             "headersSize": -1,
             "bodySize": -1,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.client_proto import ResponseHandler
 
+from ._aiohttp_private import server_asked_to_close
 from ._state import ConnState, _now
 
 if TYPE_CHECKING:
@@ -43,8 +44,8 @@ class TracingResponseHandler(ResponseHandler):
         """``feed_data`` while a traced round trip owns the connection: sees each message.
 
         The parser hands every response message (1xx ones too) to ``self.feed_data`` from
-        ``data_received``. ``attach()`` shadows that method with this one on the instance and
-        ``detach()`` removes it, so untraced requests pay nothing for it.
+        ``data_received``. ``got_conn()`` shadows that method with this one on the instance and
+        the connector's ``_release`` removes it, so untraced requests pay nothing for it.
         """
         hop = self.aiotrace_hop
         if hop is not None:
@@ -52,23 +53,23 @@ class TracingResponseHandler(ResponseHandler):
             code = message.code
             if 100 <= code < 200 and code != 101:
                 hop.got_1xx(code, message.headers)
-            else:
-                hop.got_status(code)
+            elif hop.status is None:
+                hop.status = code
         super().feed_data(data, size)
-
-    def attach(self, hop: HopState) -> None:
-        self.aiotrace_hop = hop
-        self.__dict__["feed_data"] = self.traced_feed_data
-
-    def detach(self) -> None:
-        self.aiotrace_hop = None
-        self.__dict__.pop("feed_data", None)
 
     def close(self) -> None:
         if self.transport is not None:
-            # Idle, only the connector closes it: past keepalive_timeout, or found dead when
-            # taken from the pool. In use, the request was cut short.
-            self.aiotrace_conn.closing("idle_timeout" if self.aiotrace_hop is None else "closed")
+            conn = self.aiotrace_conn
+            if self.aiotrace_hop is None:
+                # Idle, only the connector closes it: past keepalive_timeout, or found dead
+                # when taken from the pool.
+                conn.closing("idle_timeout")
+            elif conn.keepalive_disabled:
+                conn.closing("keepalive_disabled")
+            elif server_asked_to_close(self):
+                conn.closing("server_closed")
+            else:  # the response was cut short: released unread, or an error
+                conn.closing("closed")
         super().close()
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from os import PathLike
     from types import TracebackType
 
+    from yarl import URL
+
     from ._state import RequestState
 
 __all__ = ["Recorder"]
@@ -49,7 +51,8 @@ class Recorder:
         self.aggregate_only = aggregate_only
         self.redaction = redaction
         self.dropped = 0
-        self._timelines: deque[RequestTimeline] = deque(maxlen=max_requests)
+        # RequestStates, wrapped as RequestTimeline views when read (no object per request).
+        self._timelines: deque[RequestState] = deque(maxlen=max_requests)
         self._stats: dict[str, HostStats] = {}  # aggregate-only: all; else: dropped ones
         self._dropped_running: set[int] = set()
         self.trace = ClientTrace(_observers=(self,))
@@ -97,12 +100,12 @@ class Recorder:
         timelines = self._timelines
         if timelines.maxlen is not None and len(timelines) == timelines.maxlen:
             self.dropped += 1
-            oldest = timelines[0]._state
+            oldest = timelines[0]
             if oldest.done:
                 _fold(self._stats, oldest)
             else:
                 self._dropped_running.add(oldest.id)
-        timelines.append(RequestTimeline(state))
+        timelines.append(state)
 
     def request_finished(self, state: RequestState) -> None:
         if self.aggregate_only:
@@ -116,14 +119,13 @@ class Recorder:
     @property
     def requests(self) -> list[RequestTimeline]:
         """The kept timelines, in start order."""
-        return list(self._timelines)
+        return [RequestTimeline(state) for state in self._timelines]
 
     @property
     def connections(self) -> list[ConnectionRecord]:
         """Every connection the kept requests used, by id, with the round trips it served."""
         records: dict[int, ConnectionRecord] = {}
-        for timeline in self._timelines:
-            state = timeline._state
+        for state in self._timelines:
             for hop in state.hops:
                 cs = hop.conn
                 if cs is None or cs.info is None:
@@ -140,9 +142,9 @@ class Recorder:
         if self.aggregate_only:
             return dict(self._stats)
         merged = {host: stats.copy() for host, stats in self._stats.items()}
-        for timeline in self._timelines:
-            if timeline._state.done:
-                _fold(merged, timeline._state)
+        for state in self._timelines:
+            if state.done:
+                _fold(merged, state)
         return merged
 
     def clear(self) -> None:
@@ -156,13 +158,13 @@ class Recorder:
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """Every kept timeline as a JSON-ready dict (redacted)."""
-        return [t.to_dict(self.redaction) for t in self._timelines]
+        return [t.to_dict(self.redaction) for t in self.requests]
 
     def to_jsonl(self, path: str | PathLike[str]) -> int:
         """Write one JSON object per kept request to ``path``; returns how many."""
         n = 0
         with open(path, "w", encoding="utf-8") as f:
-            for timeline in self._timelines:
+            for timeline in self.requests:
                 f.write(json.dumps(timeline.to_dict(self.redaction), separators=(",", ":")))
                 f.write("\n")
                 n += 1
@@ -170,16 +172,21 @@ class Recorder:
 
     def to_har(self) -> dict[str, Any]:
         """The kept requests as a HAR 1.2 document (one entry per round trip)."""
-        return har_log(self._timelines, self.redaction)
+        return har_log(self.requests, self.redaction)
 
 
-def _fold(into: dict[str, HostStats], state: RequestState) -> None:
-    """Add one finished request to per-host aggregates."""
-    url = state.url
+def _stats_for(into: dict[str, HostStats], url: URL) -> HostStats:
     host = f"{url.raw_host}:{url.port}" if url.raw_host else "?"
     stats = into.get(host)
     if stats is None:
         stats = into[host] = HostStats()
+    return stats
+
+
+def _fold(into: dict[str, HostStats], state: RequestState) -> None:
+    """Add one finished request to per-host aggregates: the request under the host it was
+    sent to, each round trip under the host it went to (a redirect may change hosts)."""
+    stats = _stats_for(into, state.url)
     stats.requests += 1
     if state.err is not None:
         name = type(state.err).__name__
@@ -188,13 +195,14 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
         stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
     total = 0.0
     for hop in state.hops:
-        stats.round_trips += 1
+        hop_stats = _stats_for(into, hop.url)
+        hop_stats.round_trips += 1
         if hop.reused:
-            stats.reused += 1
+            hop_stats.reused += 1
         timings, _ = hop_timings(hop)
         for name in PHASES:
             ms = getattr(timings, name)
             if ms is not None:
-                stats.add_phase(name, ms)
+                hop_stats.add_phase(name, ms)
         total += timings.total
     stats.add_phase("total", total)

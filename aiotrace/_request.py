@@ -79,8 +79,7 @@ class TracingResponseMixin:
     def start(self, connection: Connection) -> Any:
         hop = _hop_of(connection)
         if hop is not None and not hop.body_task and hop.t_wrote_request is None:
-            hop.wrote_headers(self.request_info.headers)  # type: ignore[attr-defined]
-            hop.wrote_request(None)
+            hop.wrote_whole_request(self.request_info.headers)  # type: ignore[attr-defined]
         return super().start(connection)  # type: ignore[misc]
 
 

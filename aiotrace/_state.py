@@ -103,6 +103,7 @@ class ConnState:
         "history",
         "id",
         "info",
+        "keepalive_disabled",
         "key",
         "opened_at",
         "released_at",
@@ -119,6 +120,7 @@ class ConnState:
         self.closed_at: float | None = None
         self.close_reason: str | None = None
         self.history: HostHistory | None = None
+        self.keepalive_disabled = False
 
     def closing(self, reason: str) -> None:
         """Record why the connection is being closed (the first reason given wins)."""
@@ -183,6 +185,7 @@ class HopState:
         "t_wrote_headers",
         "t_wrote_request",
         "tls",
+        "tls_open",
         "url",
     )
 
@@ -216,6 +219,7 @@ class HopState:
         self.dns_coalesced = False
         self.attempts: list[_Attempt] = []
         self.tls: TLSInfo | None = None
+        self.tls_open = False
         self.conn: ConnState | None = None
         self.reused = False
         self.idle_time = 0.0
@@ -331,8 +335,8 @@ class HopState:
     # -- TLS --------------------------------------------------------------------------------
 
     def tls_start(self, server_name: str | None) -> None:
-        if self.t_tls_start is not None:
-            return
+        """A handshake began (one per connection attempt that reaches TLS)."""
+        self.tls_open = True
         # The socket connected before the first handshake call, even where no per-address
         # connect_done was seen (a user's own socket_factory): settle the race here.
         if self.t_connect_start is not None and self.t_connect_done is None:
@@ -340,16 +344,23 @@ class HopState:
                 if not attempt.done:
                     self.connect_done(attempt, None)
                     break
-        self.t_tls_start = now = _now()
+        now = _now()
+        if self.t_tls_start is None:
+            self.t_tls_start = now
         h = self.state.d.tls_handshake_start
         if h is not None:
             h(TLSHandshakeStartInfo(request=self.rt, time=now, server_name=server_name))
 
     def tls_done(self, info: TLSInfo | None, err: BaseException | None) -> None:
-        if self.t_tls_start is None or self.t_tls_done is not None:
+        """A handshake ended. Only a successful one ends the TLS phase: after a failure aiohttp
+        may try the next address, whose connect and handshake still belong to this phase."""
+        if not self.tls_open or self.t_tls_done is not None:
             return
-        self.t_tls_done = now = _now()
-        self.tls = info
+        self.tls_open = False
+        now = _now()
+        if err is None:
+            self.t_tls_done = now
+            self.tls = info
         h = self.state.d.tls_handshake_done
         if h is not None:
             i = info
@@ -411,6 +422,18 @@ class HopState:
         if h is not None:
             h(WroteHeadersInfo(request=self.rt, time=now))
 
+    def wrote_whole_request(self, headers: Any) -> None:
+        """Headers and (empty) body went out together: wrote_headers, then wrote_request."""
+        d = self.state.d
+        if d.wrote_header_field is not None or d.wrote_headers is not None:
+            self.wrote_headers(headers)
+        else:
+            self.t_wrote_headers = _now()
+        self.t_wrote_request = now = _now()
+        h = d.wrote_request
+        if h is not None:
+            h(WroteRequestInfo(request=self.rt, time=now, err=None))
+
     def wait_100_continue(self) -> None:
         h = self.state.d.wait_100_continue
         if h is not None:
@@ -465,7 +488,11 @@ class HopState:
                 h, ResponseBodyDoneInfo(request=self.rt, time=now, status=self.status, err=err)
             )
         if state.hop is self and state.t_end is not None:
-            state.finish(None)
+            # The request returned its response; a body cut by an error fails it now.
+            failed = self.err if err is not None else None
+            if failed is not None and state.err is None:
+                state.err = failed
+            state.finish(failed)
 
     def put_idle_conn(self, err: BaseException | None) -> None:
         h = self.state.d.put_idle_conn
@@ -477,6 +504,12 @@ class HopState:
                     request=self.rt, time=_now(), conn=conn.info if conn else None, err=err
                 ),
             )
+
+    def released(self, body_err: BaseException | None, put_err: BaseException | None) -> None:
+        """The connection left the round trip: response_body_done, then put_idle_conn."""
+        self.body_done(body_err)
+        if self.state.d.put_idle_conn is not None:
+            self.put_idle_conn(put_err)
 
     # -- failure ----------------------------------------------------------------------------
 
@@ -490,7 +523,7 @@ class HopState:
             self.dns_done((), err, self.dns_coalesced, False)
         if self.attempts:
             self.connect_settled(err)
-        if self.t_tls_start is not None and self.t_tls_done is None:
+        if self.tls_open:
             self.tls_done(None, err)
         if self.t_got_conn is not None:
             if self.t_wrote_headers is not None and self.t_wrote_request is None:
@@ -650,7 +683,8 @@ class RequestState:
         hop = self.hop
         if hop is None or hop.t_body_done is not None:
             self.finish(None)
-        self.raise_deferred()
+        if self.deferred is not None:
+            self.raise_deferred()
 
     def exception(self, err: BaseException) -> None:
         hop = self.hop

@@ -125,7 +125,15 @@ def hop_timings(h: HopState) -> tuple[Timings, Marks]:
     send = phase(h.t_got_conn, h.t_wrote_request)
     wait = phase(h.t_wrote_request, h.t_first_byte)
     receive = phase(h.t_first_byte, h.t_body_done)
+    values = [blocked, dns, connect, tls, send, wait, receive]
+    if end > at:  # time after the last stamp (a phase cut short) belongs to the last phase
+        for i in range(len(values) - 1, -1, -1):
+            v = values[i]
+            if v is not None:
+                values[i] = v + _ms(at, end)
+                break
     total = _ms(t0, max(end, at))
+    blocked, dns, connect, tls, send, wait, receive = values
     timings = Timings(
         blocked=blocked,
         dns=dns,

@@ -58,7 +58,9 @@ class TracingSSLObject(ssl.SSLObject):
             self.__dict__["_aiotrace_hop"] = hop
         if hop is None:
             return super().do_handshake()
-        hop.tls_start(self.server_hostname)
+        if "_aiotrace_started" not in self.__dict__:
+            self.__dict__["_aiotrace_started"] = True
+            hop.tls_start(self.server_hostname)
         try:
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
