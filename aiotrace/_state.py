@@ -148,46 +148,44 @@ class _Attempt:
 
 
 class HopState:
-    """One round trip: its stamps (``perf_counter`` seconds) and what it learned."""
+    """One round trip: its stamps (``perf_counter`` seconds) and what it learned.
 
-    __slots__ = (
-        "_rt",
-        "addrs",
-        "attempt",
-        "attempts",
-        "body_err",
-        "body_task",
-        "conn",
-        "dns_cached",
-        "dns_coalesced",
-        "dns_host",
-        "err",
-        "idle_time",
-        "index",
-        "method",
-        "reuse_miss",
-        "reused",
-        "state",
-        "status",
-        "t_body_done",
-        "t_connect_done",
-        "t_connect_start",
-        "t_dns_done",
-        "t_dns_start",
-        "t_end",
-        "t_first_byte",
-        "t_get_conn",
-        "t_got_conn",
-        "t_pool_done",
-        "t_pool_start",
-        "t_tls_done",
-        "t_tls_start",
-        "t_wrote_headers",
-        "t_wrote_request",
-        "tls",
-        "tls_open",
-        "url",
-    )
+    Not slotted, on purpose: every field has a class-level default, so making a round trip
+    sets eight attributes instead of thirty-odd (it is on every traced request's path).
+    """
+
+    # Stamps; None until the step happens.
+    t_pool_start: float | None = None
+    t_pool_done: float | None = None
+    t_dns_start: float | None = None
+    t_dns_done: float | None = None
+    t_connect_start: float | None = None
+    t_connect_done: float | None = None
+    t_tls_start: float | None = None
+    t_tls_done: float | None = None
+    t_got_conn: float | None = None
+    t_wrote_headers: float | None = None
+    t_wrote_request: float | None = None
+    t_first_byte: float | None = None
+    t_body_done: float | None = None
+    t_end: float | None = None
+    # What the round trip learned.
+    dns_host: str | None = None
+    addrs: tuple[str, ...] = ()
+    dns_cached = False
+    dns_coalesced = False
+    attempts: tuple[_Attempt, ...] | list[_Attempt] = ()
+    tls: TLSInfo | None = None
+    tls_open = False
+    conn: ConnState | None = None
+    reused = False
+    idle_time = 0.0
+    reuse_miss: str | None = None
+    status: int | None = None
+    err: BaseException | None = None
+    body_err: BaseException | None = None
+    body_task = False
+    _rt: RoundTrip | None = None
 
     def __init__(
         self, state: RequestState, method: str, url: URL, index: int, attempt: int
@@ -197,37 +195,7 @@ class HopState:
         self.url = url
         self.index = index
         self.attempt = attempt
-        self._rt: RoundTrip | None = None
         self.t_get_conn = _now()
-        self.t_pool_start: float | None = None
-        self.t_pool_done: float | None = None
-        self.t_dns_start: float | None = None
-        self.t_dns_done: float | None = None
-        self.t_connect_start: float | None = None
-        self.t_connect_done: float | None = None
-        self.t_tls_start: float | None = None
-        self.t_tls_done: float | None = None
-        self.t_got_conn: float | None = None
-        self.t_wrote_headers: float | None = None
-        self.t_wrote_request: float | None = None
-        self.t_first_byte: float | None = None
-        self.t_body_done: float | None = None
-        self.t_end: float | None = None
-        self.dns_host: str | None = None
-        self.addrs: tuple[str, ...] = ()
-        self.dns_cached = False
-        self.dns_coalesced = False
-        self.attempts: list[_Attempt] = []
-        self.tls: TLSInfo | None = None
-        self.tls_open = False
-        self.conn: ConnState | None = None
-        self.reused = False
-        self.idle_time = 0.0
-        self.reuse_miss: str | None = None
-        self.status: int | None = None
-        self.err: BaseException | None = None
-        self.body_err: BaseException | None = None
-        self.body_task = False
 
     def __repr__(self) -> str:
         return (
@@ -302,7 +270,11 @@ class HopState:
 
     def connect_start(self, network: str, addr: str) -> _Attempt:
         attempt = _Attempt(network, addr)
-        self.attempts.append(attempt)
+        attempts = self.attempts
+        if isinstance(attempts, list):
+            attempts.append(attempt)
+        else:
+            self.attempts = [attempt]
         now = _now()
         if self.t_connect_start is None:
             self.t_connect_start = now
@@ -535,29 +507,22 @@ class HopState:
 
 
 class RequestState:
-    """One traced request from ``request_start`` to ``request_done``."""
+    """One traced request from ``request_start`` to ``request_done``.
 
-    __slots__ = (
-        "_rt0",
-        "_serial",
-        "d",
-        "deferred",
-        "done",
-        "err",
-        "final_url",
-        "hop",
-        "hops",
-        "id",
-        "method",
-        "observer_data",
-        "observers",
-        "status",
-        "t_done",
-        "t_end",
-        "t_start",
-        "trace",
-        "url",
-    )
+    Not slotted, for the same reason as :class:`HopState`: defaults live on the class.
+    """
+
+    final_url: URL | None = None
+    status: int | None = None
+    err: BaseException | None = None
+    t_end: float | None = None
+    t_done: float | None = None
+    done = False
+    hop: HopState | None = None
+    deferred: BaseException | None = None
+    observer_data: Any = None  # an observer's own per-request value (OTel's context)
+    _rt0: RoundTrip | None = None
+    _serial: SerialRunner | None = None
 
     def __init__(self, trace: ClientTrace, method: str, url: URL) -> None:
         self.id = next(_request_ids)
@@ -566,19 +531,8 @@ class RequestState:
         self.observers = d.observers
         self.method = method
         self.url = url
-        self.final_url: URL | None = None
-        self.status: int | None = None
-        self.err: BaseException | None = None
         self.t_start = _now()
-        self.t_end: float | None = None
-        self.t_done: float | None = None
-        self.done = False
         self.hops: list[HopState] = []
-        self.hop: HopState | None = None
-        self.deferred: BaseException | None = None
-        self.observer_data: Any = None  # an observer's own per-request value (OTel's context)
-        self._rt0: RoundTrip | None = None
-        self._serial: SerialRunner | None = None
 
     def __repr__(self) -> str:
         return f"<RequestState #{self.id} {self.method} {self.url} hops={len(self.hops)}>"
