@@ -4,8 +4,9 @@ aiohttp (3.12+) passes ``socket_factory`` to aiohappyeyeballs, which calls it on
 it tries and then runs ``loop.sock_connect`` on the socket. The socket made here is a
 ``socket.socket`` subclass that watches that attempt: both asyncio and uvloop start the connect
 with ``sock.connect()`` and learn its outcome from ``sock.getsockopt(SOL_SOCKET, SO_ERROR)``;
-aiohappyeyeballs closes every socket that lost or failed. So the attempt's end is seen exactly
-when the event loop sees it, and an attempt closed with no outcome was abandoned.
+so the attempt's end is seen exactly when the event loop sees it. An attempt that never got an
+outcome (cancelled by a timeout or the caller, or a Happy Eyeballs loser) is ended by the round
+trip itself: with the request's error, or as abandoned once another address connected.
 """
 
 from __future__ import annotations
@@ -50,11 +51,6 @@ class _AttemptSocket(socket.socket):
                 self._aiotrace_hop.connect_done(attempt, err)
         return value
 
-    def close(self) -> None:
-        attempt = self._aiotrace_attempt
-        if not attempt.done:
-            self._aiotrace_hop.connect_done(attempt, ConnectionAbortedError("attempt abandoned"))
-        super().close()
 
 
 def _strerror(code: int) -> str:
