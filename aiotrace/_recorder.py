@@ -17,7 +17,7 @@ from ._har import har_log
 from ._hooks import ClientTrace
 from ._redact import DEFAULT_REDACTION, Redaction
 from ._stats import HostStats
-from ._timeline import PHASES, ConnectionRecord, RequestTimeline, hop_timings
+from ._timeline import PHASES, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -199,10 +199,9 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
         hop_stats.round_trips += 1
         if hop.reused:
             hop_stats.reused += 1
-        timings, _ = hop_timings(hop)
-        for name in PHASES:
-            ms = getattr(timings, name)
+        values, hop_total, _ = phase_values(hop)
+        for name, ms in zip(PHASES, values, strict=True):
             if ms is not None:
                 hop_stats.add_phase(name, ms)
-        total += timings.total
+        total += hop_total
     stats.add_phase("total", total)

@@ -83,8 +83,9 @@ def _ms(a: float, b: float) -> float:
     return d if d > 0.0 else 0.0
 
 
-def hop_timings(h: HopState) -> tuple[Timings, Marks]:
-    """The phases and marks of one round trip (rules in the module docstring)."""
+def phase_values(h: HopState) -> tuple[list[float | None], float, tuple[float, float, float]]:
+    """The seven phases in ``PHASES`` order (ms or None), the total, and where DNS, TCP and TLS
+    ended (stamps, for the marks). Plain values: the aggregate path builds no objects."""
     t0 = h.t_get_conn
     end = h.t_body_done or h.t_end
     if end is None:  # still running: up to the last thing that happened
@@ -103,37 +104,40 @@ def hop_timings(h: HopState) -> tuple[Timings, Marks]:
             if t is not None
         )
     cut = h.t_end if h.t_end is not None else end  # where a phase cut short ends
+    values: list[float | None] = [None] * 7
     at = t0
-
-    def phase(started: float | None, ended: float | None) -> float | None:
-        nonlocal at
-        if started is None:
-            return None
-        stop = ended if ended is not None else cut
-        ms = _ms(at, stop)
-        if stop > at:
-            at = stop
-        return ms
-
-    blocked = phase(h.t_pool_start, h.t_pool_done)
-    dns = phase(h.t_dns_start, h.t_dns_done)
-    mark_dns = at
-    connect = phase(h.t_connect_start, h.t_connect_done)
-    mark_connect = at
-    tls = phase(h.t_tls_start, h.t_tls_done)
-    mark_tls = at
-    send = phase(h.t_got_conn, h.t_wrote_request)
-    wait = phase(h.t_wrote_request, h.t_first_byte)
-    receive = phase(h.t_first_byte, h.t_body_done)
-    values = [blocked, dns, connect, tls, send, wait, receive]
-    if end > at:  # time after the last stamp (a phase cut short) belongs to the last phase
-        for i in range(len(values) - 1, -1, -1):
-            v = values[i]
-            if v is not None:
-                values[i] = v + _ms(at, end)
-                break
+    marks = [t0, t0, t0]
+    spans = (
+        (h.t_pool_start, h.t_pool_done),
+        (h.t_dns_start, h.t_dns_done),
+        (h.t_connect_start, h.t_connect_done),
+        (h.t_tls_start, h.t_tls_done),
+        (h.t_got_conn, h.t_wrote_request),
+        (h.t_wrote_request, h.t_first_byte),
+        (h.t_first_byte, h.t_body_done),
+    )
+    last = -1
+    for i, (started, ended) in enumerate(spans):
+        if started is not None:
+            stop = ended if ended is not None else cut
+            d = (stop - at) * 1000.0
+            values[i] = d if d > 0.0 else 0.0
+            if stop > at:
+                at = stop
+            last = i
+        if 1 <= i <= 3:
+            marks[i - 1] = at
+    if end > at and last >= 0:  # time after the last stamp belongs to the last phase
+        values[last] = (values[last] or 0.0) + (end - at) * 1000.0
     total = _ms(t0, max(end, at))
+    return values, total, (marks[0], marks[1], marks[2])
+
+
+def hop_timings(h: HopState) -> tuple[Timings, Marks]:
+    """The phases and marks of one round trip (rules in the module docstring)."""
+    values, total, (mark_dns, mark_connect, mark_tls) = phase_values(h)
     blocked, dns, connect, tls, send, wait, receive = values
+    t0 = h.t_get_conn
     timings = Timings(
         blocked=blocked,
         dns=dns,
