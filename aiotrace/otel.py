@@ -1,4 +1,6 @@
-"""OpenTelemetry export: one CLIENT span per request, one child span per round trip.
+"""OpenTelemetry export: one CLIENT span per request, and a child span per round trip when
+there is more than one (redirects, retries); a single round trip's details go on the request
+span itself.
 
 Needs the ``otel`` extra (``opentelemetry-sdk``). Spans are made when the request is done,
 from the stamps aiotrace took anyway, with their real start and end times, under the span
@@ -23,12 +25,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ._hooks import ClientTrace
 from ._redact import DEFAULT_REDACTION, Redaction
 from ._state import wall_time
-from ._timeline import PHASES, hop_timings
+from ._timeline import PHASES, phase_values
 
 if TYPE_CHECKING:
     from ._state import HopState, RequestState
 
 __all__ = ["OTelTrace"]
+
+
+_PHASE_KEYS = tuple(f"aiotrace.{name}_ms" for name in PHASES)
 
 
 def _ns(perf: float) -> int:
@@ -83,30 +88,26 @@ class OTelTrace:
         elif state.status is not None and state.status >= 400:
             span.set_attribute("error.type", str(state.status))
             span.set_status(Status(StatusCode.ERROR))
-        ctx = otel_trace.set_span_in_context(span, parent)
-        for hop in state.hops:
-            self._hop_span(hop, ctx)
+        hops = state.hops
+        if len(hops) == 1:  # one round trip: its details go on the request's own span
+            span.set_attributes(self._hop_attributes(hops[0]))
+        else:
+            ctx = otel_trace.set_span_in_context(span, parent)
+            for hop in hops:
+                self._hop_span(hop, ctx)
         span.end(end_time=_ns(end))
 
-    def _hop_span(self, hop: HopState, ctx: Any) -> None:
-        timings, _ = hop_timings(hop)
-        attrs: dict[str, Any] = {
-            "http.request.method": hop.method,
-            "url.full": self._redaction.url(hop.url) or "",
-            "aiotrace.hop": hop.index,
-            "aiotrace.attempt": hop.attempt,
-            "aiotrace.reused": hop.reused,
-        }
-        if hop.status is not None:
-            attrs["http.response.status_code"] = hop.status
+    def _hop_attributes(self, hop: HopState) -> dict[str, Any]:
+        """What a round trip adds: phases, reuse (or why not), peer, TLS version."""
+        values, _, _ = phase_values(hop)
+        attrs: dict[str, Any] = {"aiotrace.reused": hop.reused}
         if hop.reused:
             attrs["aiotrace.idle_ms"] = hop.idle_time * 1000.0
         elif hop.reuse_miss is not None:
             attrs["aiotrace.reuse_miss"] = hop.reuse_miss
-        for name in PHASES:
-            ms = getattr(timings, name)
+        for name, ms in zip(_PHASE_KEYS, values, strict=True):
             if ms is not None:
-                attrs[f"aiotrace.{name}_ms"] = ms
+                attrs[name] = ms
         conn = hop.conn
         info = conn.info if conn is not None else None
         if info is not None:
@@ -117,6 +118,16 @@ class OTelTrace:
                 attrs["network.peer.port"] = int(port)
             if info.tls is not None and info.tls.version:
                 attrs["tls.protocol.version"] = info.tls.version
+        return attrs
+
+    def _hop_span(self, hop: HopState, ctx: Any) -> None:
+        attrs = self._hop_attributes(hop)
+        attrs["http.request.method"] = hop.method
+        attrs["url.full"] = self._redaction.url(hop.url) or ""
+        attrs["aiotrace.hop"] = hop.index
+        attrs["aiotrace.attempt"] = hop.attempt
+        if hop.status is not None:
+            attrs["http.response.status_code"] = hop.status
         span = self._tracer.start_span(
             f"{hop.method} hop {hop.index}" + (f" attempt {hop.attempt}" if hop.attempt else ""),
             context=ctx,
@@ -127,5 +138,5 @@ class OTelTrace:
         if hop.err is not None:
             span.set_attribute("error.type", type(hop.err).__qualname__)
             span.set_status(Status(StatusCode.ERROR, str(hop.err)))
-        end = hop.t_body_done or hop.t_end or hop.t_get_conn + timings.total / 1000.0
+        end = hop.t_body_done or hop.t_end or hop.t_get_conn
         span.end(end_time=_ns(end))

@@ -81,4 +81,7 @@ async def test_request_span_with_a_child_per_hop(
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.attributes is not None
     assert failed.attributes["error.type"] == "ClientConnectorError"
+    assert failed.attributes["aiotrace.reused"] is False  # one round trip: no child span
+    assert "aiotrace.connect_ms" in failed.attributes
+    assert not [s for s in exporter.get_finished_spans() if s.parent == failed.context]
     assert otel_trace.get_current_span() is otel_trace.INVALID_SPAN
