@@ -39,7 +39,7 @@ from aiohttp import TCPConnector
 from aiohttp.helpers import is_ip_address
 
 from ._aiohttp_private import dns_cache_state, install_protocol_factory
-from ._context import current_request
+from ._context import current_request, running_request
 from ._events import ConnInfo
 from ._protocol import TracingResponseHandler
 from ._sockets import make_socket_factory
@@ -132,8 +132,8 @@ class TracingConnector(TCPConnector):
     # -- the round trip -----------------------------------------------------------------------
 
     def connect(self, req: ClientRequest, traces: Any, timeout: ClientTimeout) -> Any:
-        state = current_request.get()
-        if state is not None:
+        cell = current_request.get()
+        if cell is not None and (state := cell.state) is not None:
             state.begin_hop(req.method, req.url)
         # A failure inside ends the round trip through the request boundary (hop.fail); the
         # connection, when there is one, is reported by got_conn() as the request is sent.
@@ -166,7 +166,7 @@ class TracingConnector(TCPConnector):
         if cs is not None:
             key = req.connection_key
             history = self._aiotrace_hosts.get(key)
-            state = current_request.get()
+            state = running_request()
             hop = state.hop if state is not None else None
             if hop is not None:
                 hop.conn = cs
@@ -179,7 +179,7 @@ class TracingConnector(TCPConnector):
         return proto
 
     async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
-        state = current_request.get()
+        state = running_request()
         hop = state.hop if state is not None else None
         if hop is None:
             return await super()._wait_for_available_connection(key, traces)
@@ -193,7 +193,7 @@ class TracingConnector(TCPConnector):
         return None
 
     def _resolve_host(self, host: str, port: int, traces: Any = None) -> Any:
-        state = current_request.get()
+        state = running_request()
         if state is None or state.hop is None or is_ip_address(host):
             return super()._resolve_host(host, port, traces)
         return self._traced_resolve(state.hop, host, port, traces)

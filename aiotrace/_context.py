@@ -18,12 +18,38 @@ from ._hooks import ClientTrace, compose
 if TYPE_CHECKING:
     from ._state import RequestState
 
-__all__ = ["context_client_trace", "current_request", "scoped_trace", "with_client_trace"]
+__all__ = [
+    "RequestCell",
+    "context_client_trace",
+    "current_request",
+    "running_request",
+    "scoped_trace",
+    "with_client_trace",
+]
+
+class RequestCell:
+    """What ``current_request`` holds while a request runs; emptied when ``request()`` returns.
+
+    Callbacks and tasks aiohttp schedules during a request (keep-alive timers, the DNS task)
+    capture the context, and may outlive the request: they keep only this emptied cell.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: RequestState) -> None:
+        self.state: RequestState | None = state
+
 
 scoped_trace: ContextVar[ClientTrace | None] = ContextVar("aiotrace_scoped_trace", default=None)
-current_request: ContextVar[RequestState | None] = ContextVar(
+current_request: ContextVar[RequestCell | None] = ContextVar(
     "aiotrace_current_request", default=None
 )
+
+
+def running_request() -> RequestState | None:
+    """The traced request running in this context, if any."""
+    cell = current_request.get()
+    return None if cell is None else cell.state
 
 
 @contextmanager

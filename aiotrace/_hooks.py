@@ -18,6 +18,7 @@ the same trace twice calls each hook once and never recurses.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import weakref
@@ -140,7 +141,11 @@ class SerialRunner:
     def schedule(self, fn: Callable[[Any], Coroutine[Any, Any, object]], event: object) -> None:
         self._queue.append((fn, event))
         if self._task is None:
-            task = asyncio.get_running_loop().create_task(self._drain())
+            # Hooks run outside any trace: a request a hook makes is its own, untraced one
+            # (unless the hook scopes a trace itself), never part of the request it observes.
+            context = contextvars.copy_context()
+            context.run(_leave_traces)
+            task = asyncio.get_running_loop().create_task(self._drain(), context=context)
             self._task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -159,6 +164,13 @@ class SerialRunner:
             if queue:  # cancelled with work left: never drop events silently
                 log.warning("aiotrace: %d coroutine hook call(s) dropped", len(queue))
                 queue.clear()
+
+
+def _leave_traces() -> None:
+    from ._context import current_request, scoped_trace
+
+    current_request.set(None)
+    scoped_trace.set(None)
 
 
 def _name(fn: object) -> str:

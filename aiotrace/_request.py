@@ -39,8 +39,8 @@ class TracingRequestMixin:
     """Reports got_conn, and wait_100_continue / wrote_request for a body written by a task."""
 
     def send(self, conn: Connection) -> Any:
-        state = current_request.get()
-        if state is not None:
+        cell = current_request.get()
+        if cell is not None and (state := cell.state) is not None:
             hop = state.hop
             if hop is not None and hop.t_got_conn is None:
                 got_conn(hop, conn)

@@ -17,7 +17,7 @@ from yarl import URL
 
 from ._aiohttp_private import install_request_boundary
 from ._connector import TracingConnector
-from ._context import current_request, scoped_trace
+from ._context import RequestCell, current_request, scoped_trace
 from ._hooks import ClientTrace, compose
 from ._request import traced_request_class, traced_response_class
 from ._state import RequestState
@@ -107,21 +107,22 @@ async def _traced(
         except (TypeError, ValueError):  # aiohttp reports the bad URL; we only label it
             url = URL()
     state = RequestState(trace, method.upper(), url)
-    token = current_request.set(state)
+    cell = RequestCell(state)
+    token = current_request.set(cell)
+    response = None
     try:
-        state.start()
         try:
+            state.start()
             response = await aiohttp_request(
                 method, str_or_url, trace_request_ctx=trace_request_ctx, **kw
             )
-        except BaseException as e:
-            state.exception(e)
-            raise
-        try:
             state.end(response)
-        except BaseException:
-            response.close()
+        except BaseException as e:  # aiohttp's error, or a propagate_errors hook's
+            if response is not None:
+                response.close()
+            state.exception(e)
             raise
         return response
     finally:
+        cell.state = None
         current_request.reset(token)

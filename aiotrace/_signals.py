@@ -20,7 +20,7 @@ from typing import Any, cast
 from aiohttp import TraceConfig
 from yarl import URL
 
-from ._context import current_request, scoped_trace
+from ._context import running_request, scoped_trace
 from ._events import ConnInfo
 from ._hooks import ClientTrace, compose
 from ._state import ConnState, HopState, RequestState
@@ -60,7 +60,7 @@ def trace_config(trace: ClientTrace | None = None) -> TraceConfig:
             inner = getattr(trace_request_ctx, "trace", None)
             per_request = inner if isinstance(inner, ClientTrace) else None
         composed = None
-        if current_request.get() is None:  # a traced_session already traces this request
+        if running_request() is None:  # a traced_session already traces this request
             composed = compose(per_request, scoped_trace.get(), trace)
         return _Ctx(state=None, trace=composed, connecting=False, next_url=None)
 

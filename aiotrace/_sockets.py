@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
-from ._context import current_request
+from ._context import running_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,8 +29,14 @@ _SO_ERROR = (socket.SOL_SOCKET, socket.SO_ERROR)
 class _AttemptSocket(socket.socket):
     __slots__ = ("_aiotrace_attempt", "_aiotrace_hop")
 
-    _aiotrace_hop: HopState
+    _aiotrace_hop: HopState | None
     _aiotrace_attempt: _Attempt
+
+    def _aiotrace_done(self, err: OSError | None) -> None:
+        hop = self._aiotrace_hop
+        if hop is not None:
+            self._aiotrace_hop = None  # the socket outlives the request (the transport has it)
+            hop.connect_done(self._aiotrace_attempt, err)
 
     def connect(self, address: Any) -> None:
         try:
@@ -38,19 +44,15 @@ class _AttemptSocket(socket.socket):
         except (BlockingIOError, InterruptedError):
             raise
         except OSError as e:
-            self._aiotrace_hop.connect_done(self._aiotrace_attempt, e)
+            self._aiotrace_done(e)
             raise
-        self._aiotrace_hop.connect_done(self._aiotrace_attempt, None)
+        self._aiotrace_done(None)
 
     def getsockopt(self, *args: Any) -> Any:
         value = super().getsockopt(*args)
-        if args[:2] == _SO_ERROR and len(args) == 2:
-            attempt = self._aiotrace_attempt
-            if not attempt.done:
-                err = OSError(value, _strerror(value)) if value else None
-                self._aiotrace_hop.connect_done(attempt, err)
+        if self._aiotrace_hop is not None and args[:2] == _SO_ERROR and len(args) == 2:
+            self._aiotrace_done(OSError(value, _strerror(value)) if value else None)
         return value
-
 
 
 def _strerror(code: int) -> str:
@@ -70,7 +72,7 @@ def make_socket_factory(
     """A ``socket_factory`` that reports each attempt of a traced request."""
 
     def factory(addr_info: Any) -> socket.socket:
-        state = current_request.get()
+        state = running_request()
         hop = state.hop if state is not None else None
         family, type_, proto, _, sockaddr = addr_info
         if hop is None:

@@ -16,7 +16,7 @@ import ssl
 from typing import Any
 
 from ._aiohttp_private import AIOHTTP_DEFAULT_SSL_CONTEXTS, make_ssl_context
-from ._context import current_request
+from ._context import running_request
 from ._events import TLSInfo
 
 __all__ = ["TracingSSLObject", "tls_info", "traceable"]
@@ -53,7 +53,7 @@ class TracingSSLObject(ssl.SSLObject):
     def do_handshake(self) -> None:
         hop = self.__dict__.get("_aiotrace_hop", False)
         if hop is False:
-            state = current_request.get()
+            state = running_request()
             hop = state.hop if state is not None else None
             self.__dict__["_aiotrace_hop"] = hop
         if hop is None:
@@ -66,8 +66,10 @@ class TracingSSLObject(ssl.SSLObject):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except BaseException as e:
+            self.__dict__["_aiotrace_hop"] = None  # the connection outlives the request
             _safely(hop.tls_done, None, e)
             raise
+        self.__dict__["_aiotrace_hop"] = None
         _safely(hop.tls_done, tls_info(self), None)
         return None
 
