@@ -27,7 +27,6 @@ __all__ = [
     "install_protocol_factory",
     "install_request_boundary",
     "make_ssl_context",
-    "server_asked_to_close",
 ]
 
 # aiohttp's module-level default contexts (connector.py: _SSL_CONTEXT_VERIFIED / _UNVERIFIED),
@@ -67,11 +66,6 @@ def dns_cache_state(connector: TCPConnector, host: str, port: int) -> tuple[bool
     key = (host, port)
     cached = key in c._cached_hosts and not c._cached_hosts.expired(key)
     return cached, (not cached and key in c._throttle_dns_futures)
-
-
-def server_asked_to_close(protocol: ResponseHandler) -> bool:
-    """Whether the last response said ``Connection: close`` (``ResponseHandler._should_close``)."""
-    return bool(protocol._should_close)
 
 
 def install_request_boundary(session: ClientSession, wrapper: Callable[..., Any]) -> None:

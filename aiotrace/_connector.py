@@ -104,6 +104,7 @@ def got_conn(hop: HopState, conn: Connection) -> None:
     cs.served += 1
     proto.aiotrace_hop = hop  # attach (see TracingResponseHandler.traced_feed_data)
     proto.__dict__["feed_data"] = proto.traced_feed_data
+    hop.abort = proto.abort
     hop.got_conn(cs, reused, idle)
 
 
@@ -221,6 +222,7 @@ class TracingConnector(TCPConnector):
         if hop is None:
             return super()._release(key, protocol, should_close=should_close)
         connector_closed = self._closed
+        failure = p.exception()  # closing clears it
         # Still attached: if aiohttp closes the connection now, the protocol records why.
         super()._release(key, protocol, should_close=should_close)
         p.aiotrace_hop = None  # detach
@@ -232,7 +234,10 @@ class TracingConnector(TCPConnector):
         if connector_closed:
             reason = "session_closed"
         err = ConnectionNotPooled(reason, _NOT_POOLED.get(reason, reason))
-        hop.released(err if reason == "closed" else None, err)
+        if hop.status is None:  # closed before the response arrived: the round trip failed
+            hop.released(failure or err, err)
+        else:
+            hop.released(err if reason == "closed" else None, err)
         return None
 
     def close(self, *args: Any, **kwargs: Any) -> Any:

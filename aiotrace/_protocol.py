@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.client_proto import ResponseHandler
 
-from ._aiohttp_private import server_asked_to_close
 from ._state import ConnState, _now
 
 if TYPE_CHECKING:
@@ -55,6 +54,8 @@ class TracingResponseHandler(ResponseHandler):
                 hop.got_1xx(code, message.headers)
             elif hop.status is None:
                 hop.status = code
+                if message.should_close:  # Connection: close, or HTTP/1.0 without keep-alive
+                    self.aiotrace_conn.server_said_close = True
         super().feed_data(data, size)
 
     def close(self) -> None:
@@ -66,7 +67,7 @@ class TracingResponseHandler(ResponseHandler):
                 conn.closing("idle_timeout")
             elif conn.keepalive_disabled:
                 conn.closing("keepalive_disabled")
-            elif server_asked_to_close(self):
+            elif conn.server_said_close:
                 conn.closing("server_closed")
             else:  # the response was cut short: released unread, or an error
                 conn.closing("closed")

@@ -120,6 +120,12 @@ async def _traced(
         except BaseException as e:  # aiohttp's error, or a propagate_errors hook's
             if response is not None:
                 response.close()
+            hook_error = state.deferred
+            if hook_error is not None and hook_error is not e:
+                # A hook failed in a loop callback and aborted the request: its error wins.
+                state.deferred = None
+                state.exception(hook_error)
+                raise hook_error from e
             state.exception(e)
             raise
         return response

@@ -135,6 +135,9 @@ def trace_config(trace: ClientTrace | None = None) -> TraceConfig:
         hop = _hop(ctx)
         if hop is not None:
             hop.body_done(None)
+            state = hop.state
+            if state.t_end is not None:
+                state.finish(None)
 
     async def on_request_exception(_s: Any, ctx: _Ctx, p: Any) -> None:
         if ctx.state is not None:

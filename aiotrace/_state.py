@@ -108,6 +108,7 @@ class ConnState:
         "opened_at",
         "released_at",
         "served",
+        "server_said_close",
     )
 
     def __init__(self) -> None:
@@ -121,6 +122,7 @@ class ConnState:
         self.close_reason: str | None = None
         self.history: HostHistory | None = None
         self.keepalive_disabled = False
+        self.server_said_close = False
 
     def closing(self, reason: str) -> None:
         """Record why the connection is being closed (the first reason given wins)."""
@@ -185,6 +187,7 @@ class HopState:
     err: BaseException | None = None
     body_err: BaseException | None = None
     body_task = False
+    abort: Callable[[], None] | None = None  # the connection's abort, while the hop owns it
     _rt: RoundTrip | None = None
 
     def __init__(
@@ -321,7 +324,9 @@ class HopState:
             self.t_tls_start = now
         h = self.state.d.tls_handshake_start
         if h is not None:
-            h(TLSHandshakeStartInfo(request=self.rt, time=now, server_name=server_name))
+            self.call_in_callback(
+                h, TLSHandshakeStartInfo(request=self.rt, time=now, server_name=server_name)
+            )
 
     def tls_done(self, info: TLSInfo | None, err: BaseException | None) -> None:
         """A handshake ended. Only a successful one ends the TLS phase: after a failure aiohttp
@@ -336,7 +341,8 @@ class HopState:
         h = self.state.d.tls_handshake_done
         if h is not None:
             i = info
-            h(
+            self.call_in_callback(
+                h,
                 TLSHandshakeDoneInfo(
                     request=self.rt,
                     time=now,
@@ -348,7 +354,7 @@ class HopState:
                     peer_issuer=i.peer_issuer if i else None,
                     peer_not_after=i.peer_not_after if i else None,
                     err=err,
-                )
+                ),
             )
 
     # -- the connection ---------------------------------------------------------------------
@@ -425,7 +431,7 @@ class HopState:
         self.t_first_byte = now = _now()
         h = self.state.d.got_first_response_byte
         if h is not None:
-            self.state.call_safely(h, GotFirstResponseByteInfo(request=self.rt, time=now))
+            self.call_in_callback(h, GotFirstResponseByteInfo(request=self.rt, time=now))
 
     def got_1xx(self, status: int, headers: CIMultiDictProxy[str]) -> None:
         state = self.state
@@ -434,10 +440,10 @@ class HopState:
         if status == 100:
             h = d.got_100_continue
             if h is not None:
-                state.call_safely(h, Got100ContinueInfo(request=self.rt, time=now))
+                self.call_in_callback(h, Got100ContinueInfo(request=self.rt, time=now))
         h = d.got_1xx_response
         if h is not None:
-            state.call_safely(
+            self.call_in_callback(
                 h, Got1xxResponseInfo(request=self.rt, time=now, status=status, headers=headers)
             )
 
@@ -456,21 +462,15 @@ class HopState:
         state = self.state
         h = state.d.response_body_done
         if h is not None:
-            state.call_safely(
+            self.call_in_callback(
                 h, ResponseBodyDoneInfo(request=self.rt, time=now, status=self.status, err=err)
             )
-        if state.hop is self and state.t_end is not None:
-            # The request returned its response; a body cut by an error fails it now.
-            failed = self.err if err is not None else None
-            if failed is not None and state.err is None:
-                state.err = failed
-            state.finish(failed)
 
     def put_idle_conn(self, err: BaseException | None) -> None:
         h = self.state.d.put_idle_conn
         if h is not None:
             conn = self.conn
-            self.state.call_safely(
+            self.call_in_callback(
                 h,
                 PutIdleConnInfo(
                     request=self.rt, time=_now(), conn=conn.info if conn else None, err=err
@@ -478,10 +478,37 @@ class HopState:
             )
 
     def released(self, body_err: BaseException | None, put_err: BaseException | None) -> None:
-        """The connection left the round trip: response_body_done, then put_idle_conn."""
+        """The connection left the round trip: response_body_done, then put_idle_conn, then,
+        if the request already returned this hop's response, request_done (rule 4)."""
+        self.abort = None
         self.body_done(body_err)
-        if self.state.d.put_idle_conn is not None:
+        state = self.state
+        if state.d.put_idle_conn is not None:
             self.put_idle_conn(put_err)
+        if state.hop is self and state.t_end is not None and not state.done:
+            # A body cut by an error after the response was returned fails the request now.
+            failed = self.err
+            if failed is not None and state.err is None:
+                state.err = failed
+            state.finish(failed)
+
+    def call_in_callback(self, h: Callable[[Any], None], event: object) -> None:
+        """Fire a hook from a loop callback, where nothing may raise into aiohttp (rule 5).
+
+        A ``propagate_errors`` hook's error is kept for the request boundary to raise, and
+        the connection is aborted so that the request stops now rather than later.
+        """
+        try:
+            h(event)
+        except Exception as e:
+            state = self.state
+            if state.deferred is None:
+                state.deferred = e
+            log.debug("aiotrace: hook raised in a loop callback; the request fails with it")
+            abort = self.abort
+            if abort is not None and state.t_end is None:
+                self.abort = None
+                abort()
 
     # -- failure ----------------------------------------------------------------------------
 
@@ -562,12 +589,11 @@ class RequestState:
         return runner
 
     def call_safely(self, h: Callable[[Any], None], event: object) -> None:
+        """Fire a hook that runs after the request returned: an error can only be logged."""
         try:
             h(event)
-        except Exception as e:  # only a propagate_errors hook gets here
-            log.exception("aiotrace: hook raised in a loop callback; raised later")
-            if self.deferred is None:
-                self.deferred = e
+        except Exception:  # only a propagate_errors hook gets here
+            log.exception("aiotrace: hook raised after the request returned; logged only")
 
     def raise_deferred(self) -> None:
         err = self.deferred

@@ -61,27 +61,21 @@ class TracingSSLObject(ssl.SSLObject):
         if "_aiotrace_started" not in self.__dict__:
             self.__dict__["_aiotrace_started"] = True
             hop.tls_start(self.server_hostname)
+            if hop.state.deferred is not None:  # a propagate_errors hook failed: stop here
+                raise ssl.SSLError("aborted: an aiotrace hook failed (propagate_errors)")
         try:
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except BaseException as e:
             self.__dict__["_aiotrace_hop"] = None  # the connection outlives the request
-            _safely(hop.tls_done, None, e)
+            hop.tls_done(None, e)
             raise
         self.__dict__["_aiotrace_hop"] = None
-        _safely(hop.tls_done, tls_info(self), None)
+        hop.tls_done(tls_info(self), None)
+        if hop.state.deferred is not None:  # a propagate_errors hook failed: stop here
+            raise ssl.SSLError("aborted: an aiotrace hook failed (propagate_errors)")
         return None
-
-
-def _safely(fn: Any, info: Any, err: Any) -> None:
-    # Runs inside the SSL transport's callbacks: a raising hook must not break the handshake.
-    try:
-        fn(info, err)
-    except Exception:
-        from ._hooks import log
-
-        log.exception("aiotrace: TLS hook raised; the handshake goes on")
 
 
 _TWINS: dict[int, ssl.SSLContext] = {}
