@@ -122,6 +122,11 @@ def _conn_info(proto: ResponseHandler, cs: ConnState, hop: HopState) -> ConnInfo
     return ConnInfo(id=cs.id, local_addr=local, remote_addr=remote, tls=tls)
 
 
+# Hot paths call the base methods directly: a zero-argument super() costs a lookup per call.
+_tcp_connect = TCPConnector.connect
+_base_release = TCPConnector._release
+
+
 class TracingConnector(TCPConnector):
     """A ``TCPConnector`` (same arguments) that reports connection events of traced requests."""
 
@@ -138,7 +143,7 @@ class TracingConnector(TCPConnector):
             state.begin_hop(req.method, req.url)
         # A failure inside ends the round trip through the request boundary (hop.fail); the
         # connection, when there is one, is reported by got_conn() as the request is sent.
-        return super().connect(req, traces, timeout)
+        return _tcp_connect(self, req, traces, timeout)
 
     def _miss_reason(self, hop: HopState, key: Any, history: HostHistory | None) -> str:
         """Why the round trip had to open a connection (the pool state as it was just now)."""
@@ -220,7 +225,7 @@ class TracingConnector(TCPConnector):
         hop: HopState | None = p.aiotrace_hop
         p.aiotrace_conn.released_at = _now()
         if hop is None:
-            return super()._release(key, protocol, should_close=should_close)
+            return _base_release(self, key, protocol, should_close=should_close)
         connector_closed = self._closed
         failure = p.exception()  # closing clears it
         # Still attached: if aiohttp closes the connection now, the protocol records why.

@@ -27,6 +27,7 @@ __all__ = [
     "with_client_trace",
 ]
 
+
 class RequestCell:
     """What ``current_request`` holds while a request runs; emptied when ``request()`` returns.
 

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["TracingResponseHandler"]
 
 
+_data_received = ResponseHandler.data_received  # called directly on the hot path
+_feed_data = ResponseHandler.feed_data
+
+
 class TracingResponseHandler(ResponseHandler):
     """aiohttp's client protocol, observed: stamps first byte, sees 1xx, records close."""
 
@@ -37,7 +41,7 @@ class TracingResponseHandler(ResponseHandler):
         hop = self.aiotrace_hop
         if hop is not None and hop.t_first_byte is None and data:
             hop.first_byte()
-        super().data_received(data)
+        _data_received(self, data)
 
     def traced_feed_data(self, data: Any, size: int = 0) -> None:
         """``feed_data`` while a traced round trip owns the connection: sees each message.
@@ -56,7 +60,7 @@ class TracingResponseHandler(ResponseHandler):
                 hop.status = code
                 if message.should_close:  # Connection: close, or HTTP/1.0 without keep-alive
                     self.aiotrace_conn.server_said_close = True
-        super().feed_data(data, size)
+        _feed_data(self, data, size)
 
     def close(self) -> None:
         if self.transport is not None:

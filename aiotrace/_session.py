@@ -74,19 +74,18 @@ def traced_session(
 def _boundary(
     aiohttp_request: Callable[..., Coroutine[Any, Any, Any]], session_trace: ClientTrace | None
 ) -> Callable[..., Any]:
-    def _request(
-        method: str, str_or_url: Any, *, trace_request_ctx: object = None, **kw: Any
-    ) -> Any:
+    def _request(method: str, str_or_url: Any, **kw: Any) -> Any:
+        trace_request_ctx = kw.get("trace_request_ctx")
         scoped = scoped_trace.get()
-        per_request = _as_trace(trace_request_ctx, "trace_request_ctx=")
+        per_request = None if trace_request_ctx is None else _as_trace(trace_request_ctx, "")
         if per_request is None and scoped is None and session_trace is None:
-            return aiohttp_request(method, str_or_url, trace_request_ctx=trace_request_ctx, **kw)
+            return aiohttp_request(method, str_or_url, **kw)
         if per_request is None and scoped is None:
             trace = session_trace
         else:
             trace = compose(per_request, scoped, session_trace)
         assert trace is not None
-        return _traced(aiohttp_request, trace, method, str_or_url, trace_request_ctx, kw)
+        return _traced(aiohttp_request, trace, method, str_or_url, kw)
 
     return _request
 
@@ -96,7 +95,6 @@ async def _traced(
     trace: ClientTrace,
     method: str,
     str_or_url: Any,
-    trace_request_ctx: object,
     kw: dict[str, Any],
 ) -> Any:
     if isinstance(str_or_url, URL):
@@ -113,9 +111,7 @@ async def _traced(
     try:
         try:
             state.start()
-            response = await aiohttp_request(
-                method, str_or_url, trace_request_ctx=trace_request_ctx, **kw
-            )
+            response = await aiohttp_request(method, str_or_url, **kw)
             state.end(response)
         except BaseException as e:  # aiohttp's error, or a propagate_errors hook's
             if response is not None:
