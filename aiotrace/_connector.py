@@ -33,6 +33,7 @@ read goes through ``_aiohttp_private.py``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import TCPConnector
@@ -239,9 +240,17 @@ class TracingConnector(TCPConnector):
         if connector_closed:
             reason = "session_closed"
         err = ConnectionNotPooled(reason, _NOT_POOLED.get(reason, reason))
-        if hop.status is None:  # closed before the response arrived: the round trip failed
+        if failure is None and reason == "closed":
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the caller cancelled the read
+                failure = asyncio.CancelledError()
+        if failure is None and hop.err is not None:  # the protocol saw the connection fail
+            failure = hop.err
+        if hop.status is None or failure is not None:  # the round trip failed
+            if hop.err is None and failure is not None:
+                hop.err = failure
             hop.released(failure or err, err)
-        else:
+        else:  # done, or released unread: not an error of the request
             hop.released(err if reason == "closed" else None, err)
         return None
 

@@ -203,8 +203,16 @@ def _chain(calls: list[Callable[[Any], None]]) -> Callable[[Any], None]:
     seq = tuple(calls)
 
     def chained(event: Any) -> None:
+        # Every trace sees the event even if an earlier one's hook raises (propagate_errors).
+        error = None
         for c in seq:
-            c(event)
+            try:
+                c(event)
+            except Exception as e:
+                if error is None:
+                    error = e
+        if error is not None:
+            raise error
 
     return chained
 

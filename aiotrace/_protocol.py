@@ -82,12 +82,14 @@ class TracingResponseHandler(ResponseHandler):
         if conn.closed_at is None:
             conn.closed_at = _now()
             conn.closing("error" if exc is not None else "server_closed")
-        super().connection_lost(exc)
         hop = self.aiotrace_hop
+        payload = self._payload if hop is not None else None
+        super().connection_lost(exc)
         if hop is not None and hop.t_body_done is None:
             # Lost mid-round-trip: before the response (a stale pooled connection, which
-            # aiohttp may retry) or mid-body. aiohttp put the error it will raise on us.
-            err = self.exception() or exc
+            # aiohttp may retry) or mid-body. aiohttp put the error it will raise on us, or
+            # on the body's stream.
+            err = self.exception() or (payload.exception() if payload is not None else None) or exc
             if hop.status is None or err is not None:
                 hop.fail(err or ConnectionResetError("connection lost"))
 

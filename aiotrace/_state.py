@@ -660,11 +660,11 @@ class RequestState:
         h = self.d.request_end
         if h is not None:
             h(RequestEndInfo(request=self.rt, time=now, status=status, url=url, response=response))
+        if self.deferred is not None:  # a callback hook failed: the request fails with it
+            self.raise_deferred()
         hop = self.hop
         if hop is None or hop.t_body_done is not None:
             self.finish(None)
-        if self.deferred is not None:
-            self.raise_deferred()
 
     def exception(self, err: BaseException) -> None:
         hop = self.hop
