@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from yarl import URL
+
 from ._timeline import PHASES
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
+    from ._redact import Redaction
     from ._timeline import Hop, RequestTimeline
 
 __all__ = ["render_text"]
@@ -38,6 +41,11 @@ def _console() -> object:
     return Console(highlight=False)
 
 
+def escape(text: str) -> str:
+    """Text shown as is: rich must not read ``[...]`` in a URL or error as markup."""
+    return text.replace("[", "\\[")
+
+
 def _fmt(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:.1f}"
 
@@ -62,16 +70,17 @@ def _conn(hop: Hop) -> str:
     return f"#{c.id} new ({hop.reuse_miss or '?'})"
 
 
-def _request_lines(t: RequestTimeline, scale: float) -> list[str]:
+def _request_lines(t: RequestTimeline, scale: float, redaction: Redaction) -> list[str]:
     hops = t.hops
-    outcome = str(t.status) if t.status is not None else f"[red]{t.error}[/]"
+    outcome = str(t.status) if t.status is not None else f"[red]{escape(t.error or '')}[/]"
     extra = []
     if t.redirects:
         extra.append(f"{len(t.redirects)} redirect{'s' * (len(t.redirects) > 1)}")
     if t.retries:
         extra.append(f"{t.retries} retr{'ies' if t.retries > 1 else 'y'}")
     extra.append(f"{t.timings.total:.1f} ms")
-    lines = [f"[bold]#{t.id} {t.method} {t.url}[/] → {outcome} · {' · '.join(extra)}"]
+    url = escape(redaction.url(t.url) or "")
+    lines = [f"[bold]#{t.id} {t.method} {url}[/] → {outcome} · {' · '.join(extra)}"]
     for h in hops:
         c = h.connection
         addr = c.remote_addr if c is not None and c.remote_addr else "-"
@@ -79,9 +88,10 @@ def _request_lines(t: RequestTimeline, scale: float) -> list[str]:
             addr += f" {c.tls.version}"
             if c.tls.alpn:
                 addr += f" {c.tls.alpn}"
-        status = str(h.status) if h.status is not None else f"[red]{h.error or '-'}[/]"
+        status = str(h.status) if h.status is not None else f"[red]{escape(h.error or '-')}[/]"
         label = f"hop {h.index}" + (f" attempt {h.attempt}" if h.attempt else "")
-        lines.append(f"  {label}  {status}  {h.url.path_qs}  {addr}  conn {_conn(h)}")
+        path = escape(URL(redaction.url(h.url) or "/").path_qs)
+        lines.append(f"  {label}  {status}  {path}  {addr}  conn {_conn(h)}")
         phases = [
             f"[{_COLORS[p]}]{p}[/] {getattr(h.timings, p):.1f}"
             for p in PHASES
@@ -101,7 +111,7 @@ def render_text(rec: Recorder, *, repeat: bool) -> None:
     shown = rec.requests if not repeat or len(rec.requests) <= 10 else rec.requests[:3]
     longest = max((h.timings.total for t in shown for h in t.hops), default=0.0) or 1.0
     for t in shown:
-        for line in _request_lines(t, _BAR / longest):
+        for line in _request_lines(t, _BAR / longest, rec.redaction):
             console.print(line)  # type: ignore[attr-defined]
         console.print()  # type: ignore[attr-defined]
     if repeat:

@@ -150,3 +150,13 @@ def test_arbitrary_arguments_never_traceback(
     except SystemExit as e:  # argparse itself on e.g. '-x' looking options
         code = e.code if isinstance(e.code, int) else 2
     assert code in (0, 1, 2, 4)
+
+
+def test_text_output_redacts_credentials(refused_port: int) -> None:
+    """The terminal output hides URL user info and token values like every other export."""
+    out = run("-m", "aiotrace", f"http://user:hunter2@127.0.0.1:{refused_port}/p?token=s3cr3t&x=[1]")
+    assert out.returncode == 1
+    assert "REDACTED" in out.stdout
+    assert "s3cr3t" not in out.stdout
+    assert "hunter2" not in out.stdout
+    assert "x=[1]" in out.stdout or "x=%5B1%5D" in out.stdout
