@@ -237,8 +237,11 @@ class Dispatch:
         def __getattr__(self, name: str) -> Callable[[Any], None] | None: ...
 
 
-_compose_cache: dict[tuple[int, ...], tuple[tuple[weakref.ref[ClientTrace], ...], ClientTrace]] = {}
-_COMPOSE_CACHE_MAX = 256
+# Composed traces by their parts' ids. Weak values: a composed trace holds its parts, so a
+# strong cache would keep every Recorder ever composed alive.
+_compose_cache: weakref.WeakValueDictionary[tuple[int, ...], ClientTrace] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def compose(*traces: ClientTrace | None) -> ClientTrace | None:
@@ -256,8 +259,8 @@ def compose(*traces: ClientTrace | None) -> ClientTrace | None:
         return parts[0]
     key = tuple(id(p) for p in parts)
     hit = _compose_cache.get(key)
-    if hit is not None and all(r() is p for r, p in zip(hit[0], parts, strict=True)):
-        return hit[1]
+    if hit is not None and all(a is b for a, b in zip(hit._parts, parts, strict=True)):
+        return hit
     hooks: dict[str, Any] = {}
     for name in HOOK_NAMES:
         fns = [getattr(p, name) for p in parts if getattr(p, name) is not None]
@@ -265,9 +268,7 @@ def compose(*traces: ClientTrace | None) -> ClientTrace | None:
             hooks[name] = _call_all(fns)
     observers = tuple(o for p in parts for o in p._observers)
     composed = ClientTrace(**hooks, _observers=observers, _parts=tuple(parts))
-    if len(_compose_cache) >= _COMPOSE_CACHE_MAX:
-        _compose_cache.clear()
-    _compose_cache[key] = (tuple(weakref.ref(p) for p in parts), composed)
+    _compose_cache[key] = composed
     return composed
 
 

@@ -41,6 +41,10 @@ class TracingRequestMixin:
     def send(self, conn: Connection) -> Any:
         cell = current_request.get()
         if cell is not None and (state := cell.state) is not None:
+            if state.deferred is not None:
+                # A hook failed during connect (TLS, in the transport's callbacks): fail here,
+                # in the caller's task, before anything is sent; aiohttp closes the connection.
+                state.raise_deferred()
             hop = state.hop
             if hop is not None and hop.t_got_conn is None:
                 got_conn(hop, conn)

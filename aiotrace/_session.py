@@ -107,6 +107,9 @@ async def _traced(
     state = RequestState(trace, method.upper(), url)
     cell = RequestCell(state)
     token = current_request.set(cell)
+    # The scoped trace is already in the state: contexts aiohttp copies during the request
+    # (timers, pooled transports) must not keep it, nor the Recorder behind it, alive.
+    scoped_token = scoped_trace.set(None)
     response = None
     try:
         try:
@@ -127,4 +130,5 @@ async def _traced(
         return response
     finally:
         cell.state = None
+        scoped_trace.reset(scoped_token)
         current_request.reset(token)

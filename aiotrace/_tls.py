@@ -61,8 +61,6 @@ class TracingSSLObject(ssl.SSLObject):
         if "_aiotrace_started" not in self.__dict__:
             self.__dict__["_aiotrace_started"] = True
             hop.tls_start(self.server_hostname)
-            if hop.state.deferred is not None:  # a propagate_errors hook failed: stop here
-                raise ssl.SSLError("aborted: an aiotrace hook failed (propagate_errors)")
         try:
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -73,8 +71,6 @@ class TracingSSLObject(ssl.SSLObject):
             raise
         self.__dict__["_aiotrace_hop"] = None
         hop.tls_done(tls_info(self), None)
-        if hop.state.deferred is not None:  # a propagate_errors hook failed: stop here
-            raise ssl.SSLError("aborted: an aiotrace hook failed (propagate_errors)")
         return None
 
 

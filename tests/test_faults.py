@@ -27,6 +27,7 @@ import logging
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -1062,6 +1063,67 @@ async def test_finished_requests_leave_nothing_pointing_at_them(
         retainers = retainers_of(set(ids))
     assert len(ids) == 2
     assert alive == [] and retainers == [], f"requests {alive} kept alive by {retainers}"
+
+
+async def test_a_dropped_per_request_recorder_is_freed(
+    zone: DNSServer, dns_resolver: AsyncResolver, server: TestServer
+) -> None:
+    """A Recorder passed per request to a session that has its own trace, then dropped, is freed
+    by the next collection together with every request it recorded."""
+    session_log = EventLog(HOOKS)
+    connector = aiotrace.TracingConnector(resolver=dns_resolver, force_close=True)
+    async with aiotrace.traced_session(connector=connector, trace=session_log.trace) as session:
+        rec = aiotrace.Recorder()
+        for _ in range(3):
+            assert await fetch(session, f"http://a.test:{server.port}/", trace_request_ctx=rec) == (
+                200,
+                b"hello",
+            )
+        ids = {tl.id for tl in rec.requests}
+        dropped = weakref.ref(rec)
+        del rec
+        session_log.clear()  # the session's own log holds the events, and they the requests
+        await asyncio.sleep(0.05)
+        gc.collect()
+        alive = sorted(s.id for s in _request_states() if s.id in ids)
+        holders = _referrer_types(dropped())
+    assert len(ids) == 3
+    assert alive == [] and not holders, f"requests {alive} alive; the Recorder held by {holders}"
+
+
+async def test_a_dropped_scoped_recorder_is_freed_while_connections_stay_pooled(
+    zone: DNSServer, dns_resolver: AsyncResolver, server: TestServer
+) -> None:
+    """A Recorder used as a scope for a few keep-alive requests, then dropped while their
+    connection stays pooled, is freed by the next collection with what it recorded."""
+    connector = aiotrace.TracingConnector(resolver=dns_resolver)
+    async with aiotrace.traced_session(connector=connector) as session:
+        rec = aiotrace.Recorder()
+        with rec:
+            for _ in range(3):
+                assert await fetch(session, f"http://a.test:{server.port}/") == (200, b"hello")
+        ids = {tl.id for tl in rec.requests}
+        dropped = weakref.ref(rec)
+        del rec
+        gc.collect()
+        alive = sorted(s.id for s in _request_states() if s.id in ids)
+        holders = _referrer_types(dropped())
+        assert sum(len(c) for c in connector._conns.values()) == 1  # still pooled
+    assert len(ids) == 3
+    assert alive == [] and not holders, f"requests {alive} alive; the Recorder held by {holders}"
+
+
+def _referrer_types(o: object) -> list[str]:
+    """What still refers to ``o`` (``[]`` once it is freed); names a Context's holder too."""
+    if o is None:
+        return []
+    out = set()
+    for r in gc.get_referrers(o):
+        if isinstance(r, tuple):  # a composed trace's _observers, or a cache entry
+            out.update(f"tuple <- {type(rr).__name__}" for rr in gc.get_referrers(r))
+        else:
+            out.add(type(r).__name__)
+    return sorted(out)
 
 
 # --------------------------------------------------------------------------------------------

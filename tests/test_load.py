@@ -328,10 +328,6 @@ async def test_ten_thousand_requests_each_accounted_for_once(
     assert sum(sum(s.errors.values()) for s in stats.values()) == sum(
         1 for o in outcomes.values() if o.exc is not None
     )
-    t = time.perf_counter()
-    del logs, rec, by_id, timelines, outcomes, tl, log, out, stats
-    gc.collect()
-    print("cleanup", time.perf_counter() - t)
 
 
 # Aggregate-only memory, between 2,000 and 10,000 requests. Each block of 2,000 requests runs
