@@ -65,6 +65,7 @@ __all__ = [
     "server_ssl_context",
     "silent",
     "slow_headers",
+    "stale_after_first_response",
     "truncated_chunked",
 ]
 
@@ -765,6 +766,23 @@ def slow_headers(
             await asyncio.sleep(interval)
         writer.write(body)
         await writer.drain()
+
+    return handler
+
+
+def stale_after_first_response() -> Handler:
+    """The first connection answers one request, then reads the next and never answers it:
+    a stale pooled connection, on which aiohttp retries an idempotent request once."""
+    seen: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_no = len(seen)
+        seen.append(conn_no)
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if conn_no == 0:  # the next request on this connection gets no answer
+            await read_request_head(reader)
 
     return handler
 

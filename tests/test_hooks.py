@@ -13,7 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.resolver import AsyncResolver
 from aiohttp.test_utils import TestServer
-from peers import DNSServer, continue_100, early_hints, read_request_head
+from peers import (
+    DNSServer,
+    continue_100,
+    early_hints,
+    stale_after_first_response,
+)
 
 import aiotrace
 from aiotrace._context import current_request, scoped_trace
@@ -366,18 +371,7 @@ async def test_stale_pooled_connection_retry_is_a_new_attempt(
     session: aiohttp.ClientSession, raw_peer: Any
 ) -> None:
     """aiohttp's silent retry on a stale pooled connection shows as retry + a new attempt."""
-    seen: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn_no = len(seen)
-        seen.append(conn_no)
-        await read_request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        if conn_no == 0:  # the next request on this connection gets no answer
-            await read_request_head(reader)
-
-    peer = await raw_peer(handler)
+    peer = await raw_peer(stale_after_first_response())
     await fetch(session, peer.url + "/")
     with capture_events(HOOKS) as log:
         assert await fetch(session, peer.url + "/") == (200, b"ok")

@@ -30,7 +30,14 @@ from aiohttp import web
 from aiohttp.resolver import AsyncResolver
 from aiohttp.test_utils import TestServer
 from haralyzer import HarEntry, HarPage, HarParser
-from peers import DNSServer, RawServer, read_request_head, reset_mid_body, reset_now
+from peers import (
+    DNSServer,
+    RawServer,
+    read_request_head,
+    reset_mid_body,
+    reset_now,
+    stale_after_first_response,
+)
 
 import aiotrace
 
@@ -1079,18 +1086,7 @@ async def test_stale_pooled_connection_retry(
 ) -> None:
     """aiohttp's silent retry on a stale pooled connection is a second hop with attempt 1 and
     reuse_miss "stale_retry"; the failed attempt keeps its error and both add up."""
-    seen: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn_no = len(seen)
-        seen.append(conn_no)
-        await read_request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        if conn_no == 0:  # the next request on this connection gets no answer
-            await read_request_head(reader)
-
-    peer = await raw_peer(handler)
+    peer = await raw_peer(stale_after_first_response())
     url = f"http://127.0.0.1:{peer.port}/"
     await fetch(session, url)
     async with aiotrace.Recorder() as rec:
