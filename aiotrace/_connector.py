@@ -105,7 +105,7 @@ def got_conn(hop: HopState, conn: Connection) -> None:
     cs.served += 1
     proto.aiotrace_hop = hop  # attach (see TracingResponseHandler.traced_feed_data)
     proto.__dict__["feed_data"] = proto.traced_feed_data
-    hop.abort = proto.abort
+    hop.proto = proto
     hop.got_conn(cs, reused, idle)
 
 
@@ -230,7 +230,7 @@ class TracingConnector(TCPConnector):
         connector_closed = self._closed
         failure = p.exception()  # closing clears it
         # Still attached: if aiohttp closes the connection now, the protocol records why.
-        super()._release(key, protocol, should_close=should_close)
+        _base_release(self, key, protocol, should_close=should_close)
         p.aiotrace_hop = None  # detach
         p.__dict__.pop("feed_data", None)
         if p.transport is not None and not connector_closed:

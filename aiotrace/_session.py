@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse, ClientSession
-from yarl import URL
 
 from ._aiohttp_private import install_request_boundary
 from ._connector import TracingConnector
@@ -85,7 +84,7 @@ def _boundary(
         else:
             trace = compose(per_request, scoped, session_trace)
         assert trace is not None
-        return _traced(aiohttp_request, trace, method, str_or_url, kw)
+        return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
 
     return _request
 
@@ -93,23 +92,17 @@ def _boundary(
 async def _traced(
     aiohttp_request: Callable[..., Coroutine[Any, Any, Any]],
     trace: ClientTrace,
+    in_scope: bool,
     method: str,
     str_or_url: Any,
     kw: dict[str, Any],
 ) -> Any:
-    if isinstance(str_or_url, URL):
-        url = str_or_url
-    else:
-        try:
-            url = URL(str_or_url)
-        except (TypeError, ValueError):  # aiohttp reports the bad URL; we only label it
-            url = URL()
-    state = RequestState(trace, method.upper(), url)
+    state = RequestState(trace, method.upper(), str_or_url)
     cell = RequestCell(state)
     token = current_request.set(cell)
     # The scoped trace is already in the state: contexts aiohttp copies during the request
     # (timers, pooled transports) must not keep it, nor the Recorder behind it, alive.
-    scoped_token = scoped_trace.set(None)
+    scoped_token = scoped_trace.set(None) if in_scope else None
     response = None
     try:
         try:
@@ -130,5 +123,6 @@ async def _traced(
         return response
     finally:
         cell.state = None
-        scoped_trace.reset(scoped_token)
+        if scoped_token is not None:
+            scoped_trace.reset(scoped_token)
         current_request.reset(token)

@@ -34,6 +34,8 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
+from yarl import URL
+
 from ._events import (
     ConnectDoneInfo,
     ConnectStartInfo,
@@ -70,7 +72,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from multidict import CIMultiDictProxy
-    from yarl import URL
 
     from ._hooks import ClientTrace
 
@@ -152,43 +153,50 @@ class _Attempt:
 class HopState:
     """One round trip: its stamps (``perf_counter`` seconds) and what it learned.
 
-    Not slotted, on purpose: every field has a class-level default, so making a round trip
-    sets eight attributes instead of thirty-odd (it is on every traced request's path).
+    Slotted, and every slot is set in ``__init__``: CPython then reads and writes each field
+    at a fixed offset (a class-level default instead would cost a dictionary miss and a type
+    lookup on every read, on every traced request's path).
     """
 
-    # Stamps; None until the step happens.
-    t_pool_start: float | None = None
-    t_pool_done: float | None = None
-    t_dns_start: float | None = None
-    t_dns_done: float | None = None
-    t_connect_start: float | None = None
-    t_connect_done: float | None = None
-    t_tls_start: float | None = None
-    t_tls_done: float | None = None
-    t_got_conn: float | None = None
-    t_wrote_headers: float | None = None
-    t_wrote_request: float | None = None
-    t_first_byte: float | None = None
-    t_body_done: float | None = None
-    t_end: float | None = None
-    # What the round trip learned.
-    dns_host: str | None = None
-    addrs: tuple[str, ...] = ()
-    dns_cached = False
-    dns_coalesced = False
-    attempts: tuple[_Attempt, ...] | list[_Attempt] = ()
-    tls: TLSInfo | None = None
-    tls_open = False
-    conn: ConnState | None = None
-    reused = False
-    idle_time = 0.0
-    reuse_miss: str | None = None
-    status: int | None = None
-    err: BaseException | None = None
-    body_err: BaseException | None = None
-    body_task = False
-    abort: Callable[[], None] | None = None  # the connection's abort, while the hop owns it
-    _rt: RoundTrip | None = None
+    __slots__ = (
+        "_rt",
+        "addrs",
+        "attempt",
+        "attempts",
+        "body_err",
+        "body_task",
+        "conn",
+        "dns_cached",
+        "dns_coalesced",
+        "dns_host",
+        "err",
+        "idle_time",
+        "index",
+        "method",
+        "proto",
+        "reuse_miss",
+        "reused",
+        "state",
+        "status",
+        "t_body_done",
+        "t_connect_done",
+        "t_connect_start",
+        "t_dns_done",
+        "t_dns_start",
+        "t_end",
+        "t_first_byte",
+        "t_get_conn",
+        "t_got_conn",
+        "t_pool_done",
+        "t_pool_start",
+        "t_tls_done",
+        "t_tls_start",
+        "t_wrote_headers",
+        "t_wrote_request",
+        "tls",
+        "tls_open",
+        "url",
+    )
 
     def __init__(
         self, state: RequestState, method: str, url: URL, index: int, attempt: int
@@ -199,6 +207,39 @@ class HopState:
         self.index = index
         self.attempt = attempt
         self.t_get_conn = _now()
+        # Stamps; None until the step happens.
+        self.t_pool_start: float | None = None
+        self.t_pool_done: float | None = None
+        self.t_dns_start: float | None = None
+        self.t_dns_done: float | None = None
+        self.t_connect_start: float | None = None
+        self.t_connect_done: float | None = None
+        self.t_tls_start: float | None = None
+        self.t_tls_done: float | None = None
+        self.t_got_conn: float | None = None
+        self.t_wrote_headers: float | None = None
+        self.t_wrote_request: float | None = None
+        self.t_first_byte: float | None = None
+        self.t_body_done: float | None = None
+        self.t_end: float | None = None
+        # What the round trip learned.
+        self.dns_host: str | None = None
+        self.addrs: tuple[str, ...] = ()
+        self.dns_cached = False
+        self.dns_coalesced = False
+        self.attempts: list[_Attempt] | None = None
+        self.tls: TLSInfo | None = None
+        self.tls_open = False
+        self.conn: ConnState | None = None
+        self.reused = False
+        self.idle_time = 0.0
+        self.reuse_miss: str | None = None
+        self.status: int | None = None
+        self.err: BaseException | None = None
+        self.body_err: BaseException | None = None
+        self.body_task = False
+        self.proto: Any = None  # the connection's protocol, while the hop owns it
+        self._rt: RoundTrip | None = None
 
     def __repr__(self) -> str:
         return (
@@ -274,10 +315,10 @@ class HopState:
     def connect_start(self, network: str, addr: str) -> _Attempt:
         attempt = _Attempt(network, addr)
         attempts = self.attempts
-        if isinstance(attempts, list):
-            attempts.append(attempt)
-        else:
+        if attempts is None:
             self.attempts = [attempt]
+        else:
+            attempts.append(attempt)
         now = _now()
         if self.t_connect_start is None:
             self.t_connect_start = now
@@ -303,7 +344,7 @@ class HopState:
 
     def connect_settled(self, err: BaseException | None) -> None:
         """The race is over: close out attempts still open (losers, or all on failure)."""
-        for attempt in self.attempts:
+        for attempt in self.attempts or ():
             if not attempt.done:
                 self.connect_done(attempt, err or AbandonedAttempt("another address won"))
 
@@ -315,7 +356,7 @@ class HopState:
         # The socket connected before the first handshake call, even where no per-address
         # connect_done was seen (a user's own socket_factory): settle the race here.
         if self.t_connect_start is not None and self.t_connect_done is None:
-            for attempt in self.attempts:
+            for attempt in self.attempts or ():
                 if not attempt.done:
                     self.connect_done(attempt, None)
                     break
@@ -400,14 +441,14 @@ class HopState:
         if h is not None:
             h(WroteHeadersInfo(request=self.rt, time=now))
 
-    def wrote_whole_request(self, headers: Any) -> None:
+    def wrote_whole_request(self, response: Any) -> None:
         """Headers and (empty) body went out together: wrote_headers, then wrote_request."""
         d = self.state.d
         if d.wrote_header_field is not None or d.wrote_headers is not None:
-            self.wrote_headers(headers)
+            self.wrote_headers(response.request_info.headers)
+            self.t_wrote_request = now = _now()
         else:
-            self.t_wrote_headers = _now()
-        self.t_wrote_request = now = _now()
+            self.t_wrote_headers = self.t_wrote_request = now = _now()
         h = d.wrote_request
         if h is not None:
             h(WroteRequestInfo(request=self.rt, time=now, err=None))
@@ -480,7 +521,7 @@ class HopState:
     def released(self, body_err: BaseException | None, put_err: BaseException | None) -> None:
         """The connection left the round trip: response_body_done, then put_idle_conn, then,
         if the request already returned this hop's response, request_done (rule 4)."""
-        self.abort = None
+        self.proto = None
         self.body_done(body_err)
         state = self.state
         if state.d.put_idle_conn is not None:
@@ -505,10 +546,10 @@ class HopState:
             if state.deferred is None:
                 state.deferred = e
             log.debug("aiotrace: hook raised in a loop callback; the request fails with it")
-            abort = self.abort
-            if abort is not None and state.t_end is None:
-                self.abort = None
-                abort()
+            proto = self.proto
+            if proto is not None and state.t_end is None:
+                self.proto = None
+                proto.abort()
 
     # -- failure ----------------------------------------------------------------------------
 
@@ -536,30 +577,65 @@ class HopState:
 class RequestState:
     """One traced request from ``request_start`` to ``request_done``.
 
-    Not slotted, for the same reason as :class:`HopState`: defaults live on the class.
+    Slotted, every slot set in ``__init__``, for the same reason as :class:`HopState`. The
+    URL is kept as the caller gave it and parsed only when something reads ``url``.
     """
 
-    final_url: URL | None = None
-    status: int | None = None
-    err: BaseException | None = None
-    t_end: float | None = None
-    t_done: float | None = None
-    done = False
-    hop: HopState | None = None
-    deferred: BaseException | None = None
-    observer_data: Any = None  # an observer's own per-request value (OTel's context)
-    _rt0: RoundTrip | None = None
-    _serial: SerialRunner | None = None
+    __slots__ = (
+        "_rt0",
+        "_serial",
+        "_url",
+        "d",
+        "deferred",
+        "done",
+        "err",
+        "final_url",
+        "hop",
+        "hops",
+        "id",
+        "method",
+        "observer_data",
+        "observers",
+        "status",
+        "t_done",
+        "t_end",
+        "t_start",
+        "trace",
+    )
 
-    def __init__(self, trace: ClientTrace, method: str, url: URL) -> None:
+    def __init__(self, trace: ClientTrace, method: str, url: Any) -> None:
         self.id = next(_request_ids)
         self.trace = trace
         d = self.d = trace._dispatch or trace.dispatch()
         self.observers = d.observers
         self.method = method
-        self.url = url
+        self._url = url
         self.t_start = _now()
         self.hops: list[HopState] = []
+        self.hop: HopState | None = None
+        self.final_url: URL | None = None
+        self.status: int | None = None
+        self.err: BaseException | None = None
+        self.t_end: float | None = None
+        self.t_done: float | None = None
+        self.done = False
+        self.deferred: BaseException | None = None
+        self.observer_data: Any = None  # an observer's own per-request value (OTel's context)
+        self._rt0: RoundTrip | None = None
+        self._serial: SerialRunner | None = None
+
+    @property
+    def url(self) -> URL:
+        """The URL the request was made with (parsed from the caller's string when first read;
+        a string aiohttp rejects reads as an empty URL: aiohttp reports the error)."""
+        url = self._url
+        if not isinstance(url, URL):
+            try:
+                url = URL(url)
+            except (TypeError, ValueError):
+                url = URL()
+            self._url = url
+        return url
 
     def __repr__(self) -> str:
         return f"<RequestState #{self.id} {self.method} {self.url} hops={len(self.hops)}>"
