@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from yarl import URL
 
-    from ._state import RequestState
+    from ._state import HopState, RequestState
 
 __all__ = ["Recorder"]
 
@@ -175,8 +175,22 @@ class Recorder:
         return har_log(self.requests, self.redaction)
 
 
-def _stats_for(into: dict[str, HostStats], url: URL) -> HostStats:
-    host = f"{url.raw_host}:{url.port}" if url.raw_host else "?"
+def _host_label(url: URL) -> str:
+    return f"{url.raw_host}:{url.port}" if url.raw_host else "?"
+
+
+def _host_of(hop: HopState) -> str:
+    """``host:port`` of the round trip, kept on its connection (made once per connection)."""
+    cs = hop.conn
+    if cs is None:
+        return _host_label(hop.url)
+    label = cs.host_label
+    if label is None:
+        label = cs.host_label = _host_label(hop.url)
+    return label
+
+
+def _stats_for(into: dict[str, HostStats], host: str) -> HostStats:
     stats = into.get(host)
     if stats is None:
         stats = into[host] = HostStats()
@@ -185,8 +199,14 @@ def _stats_for(into: dict[str, HostStats], url: URL) -> HostStats:
 
 def _fold(into: dict[str, HostStats], state: RequestState) -> None:
     """Add one finished request to per-host aggregates: the request under the host it was
-    sent to, each round trip under the host it went to (a redirect may change hosts)."""
-    stats = _stats_for(into, state.url)
+    sent to, each round trip under the host it went to (a redirect may change hosts).
+
+    This runs once per request in aggregate-only mode, so the usual round trip (a pooled
+    connection, no wait for it, body read) takes a short path; it computes exactly what
+    :func:`~aiotrace._timeline.phase_values` does for such a round trip.
+    """
+    hops = state.hops
+    stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))
     stats.requests += 1
     if state.err is not None:
         name = type(state.err).__name__
@@ -194,9 +214,31 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
     elif state.status is not None:
         stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
     total = 0.0
-    for hop in state.hops:
-        hop_stats = _stats_for(into, hop.url)
+    for hop in hops:
+        hop_stats = stats if len(hops) == 1 else _stats_for(into, _host_of(hop))
         hop_stats.round_trips += 1
+        wrote, first, body = hop.t_wrote_request, hop.t_first_byte, hop.t_body_done
+        if (
+            hop.reused
+            and hop.t_pool_start is None
+            and wrote is not None
+            and first is not None
+            and body is not None
+        ):
+            hop_stats.reused += 1
+            t0 = at = hop.t_get_conn
+            d = wrote - at
+            hop_stats.histogram("send").add(d * 1000.0 if d > 0.0 else 0.0)
+            if wrote > at:
+                at = wrote
+            d = first - at
+            hop_stats.histogram("wait").add(d * 1000.0 if d > 0.0 else 0.0)
+            if first > at:
+                at = first
+            d = body - at
+            hop_stats.histogram("receive").add(d * 1000.0 if d > 0.0 else 0.0)
+            total += ((body if body > at else at) - t0) * 1000.0
+            continue
         if hop.reused:
             hop_stats.reused += 1
         values, hop_total, _ = phase_values(hop)
@@ -204,4 +246,4 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
             if ms is not None:
                 hop_stats.add_phase(name, ms)
         total += hop_total
-    stats.add_phase("total", total)
+    stats.histogram("total").add(total)

@@ -102,6 +102,7 @@ class ConnState:
         "close_reason",
         "closed_at",
         "history",
+        "host_label",
         "id",
         "info",
         "keepalive_disabled",
@@ -122,6 +123,7 @@ class ConnState:
         self.closed_at: float | None = None
         self.close_reason: str | None = None
         self.history: HostHistory | None = None
+        self.host_label: str | None = None  # "host:port", for aggregates
         self.keepalive_disabled = False
         self.server_said_close = False
 

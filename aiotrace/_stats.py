@@ -16,6 +16,10 @@ _GROWTH = 1.02
 _LOG_GROWTH = math.log(_GROWTH)
 _MIN_MS = 0.001
 _BUCKETS = int(math.log(3_600_000 / _MIN_MS) / _LOG_GROWTH) + 2  # up to an hour
+# Bucket of ms > _MIN_MS: int(log(ms / _MIN_MS) / _LOG_GROWTH) + 1, as one multiply-add.
+_SCALE = 1.0 / _LOG_GROWTH
+_OFFSET = 1.0 - math.log(_MIN_MS) * _SCALE
+_log = math.log
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +55,12 @@ class LatencyHistogram:
             self.min = ms
         if ms > self.max:
             self.max = ms
-        i = 0 if ms <= _MIN_MS else min(int(math.log(ms / _MIN_MS) / _LOG_GROWTH) + 1, _BUCKETS)
+        if ms <= _MIN_MS:
+            i = 0
+        else:
+            i = int(_log(ms) * _SCALE + _OFFSET)
+            if i > _BUCKETS:
+                i = _BUCKETS
         counts = self._counts
         counts[i] = counts.get(i, 0) + 1
 
@@ -120,6 +129,13 @@ class HostStats:
         if hist is None:
             hist = self.phases[name] = LatencyHistogram()
         hist.add(ms)
+
+    def histogram(self, name: str) -> LatencyHistogram:
+        """The phase's histogram, made empty the first time it is asked for."""
+        hist = self.phases.get(name)
+        if hist is None:
+            hist = self.phases[name] = LatencyHistogram()
+        return hist
 
     def to_dict(self) -> dict[str, Any]:
         return {

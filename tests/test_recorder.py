@@ -1452,6 +1452,36 @@ async def test_aggregate_only_keeps_stats_and_no_timelines(
     assert json.loads(json.dumps(host.to_dict()))["statuses"] == {"200": 11}
 
 
+async def test_aggregates_equal_the_timelines_phases(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """The aggregate fold (with its short path for pooled round trips) counts and sums each
+    phase exactly as the timelines report it: new and reused connections, a redirect, a wait."""
+    full = aiotrace.Recorder()
+    agg = aiotrace.Recorder(aggregate_only=True)
+    with aiotrace.with_client_trace(full.trace), aiotrace.with_client_trace(agg.trace):
+        for _ in range(3):
+            await fetch(session, f"http://a.test:{server.port}/")
+        await fetch(session, f"http://a.test:{server.port}/slow?s=0.1")
+        await fetch(session, f"http://a.test:{server.port}/redirect/relative/2")
+    expected: dict[str, list[float]] = {}
+    for timeline in full.requests:
+        for hop in timeline.hops:
+            for name, ms in dataclasses.asdict(hop.timings).items():
+                if ms is not None and name != "total":
+                    expected.setdefault(name, []).append(ms)
+        expected.setdefault("total", []).append(timeline.timings.total)
+    host = agg.stats[f"a.test:{server.port}"]
+    assert (host.requests, host.round_trips) == (5, 7)
+    assert host.reused == sum(h.reused for t in full.requests for h in t.hops)
+    assert set(host.phases) == set(expected)
+    for name, values in expected.items():
+        hist = host.phases[name]
+        assert hist.count == len(values), name
+        assert hist.total == pytest.approx(sum(values), abs=1e-6), name
+        assert (hist.min, hist.max) == (pytest.approx(min(values)), pytest.approx(max(values)))
+
+
 async def test_har_started_date_time_is_the_hop_start(
     session: aiohttp.ClientSession, server: TestServer
 ) -> None:
