@@ -98,7 +98,8 @@ async def _traced(
     kw: dict[str, Any],
 ) -> Any:
     state = RequestState(trace, method.upper(), str_or_url)
-    cell = RequestCell(state)
+    cell = RequestCell()
+    cell.state = state
     token = current_request.set(cell)
     # The scoped trace is already in the state: contexts aiohttp copies during the request
     # (timers, pooled transports) must not keep it, nor the Recorder behind it, alive.

@@ -59,43 +59,46 @@ class OTelTrace:
         state.observer_data = otel_context.get_current()
 
     def request_finished(self, state: RequestState) -> None:
+        # Every attribute goes in at start_span: the SDK validates each one as it is set, and
+        # a second pass (set_attribute after the start) costs a lock and a copy per attribute.
         parent = state.observer_data
         state.observer_data = None
         url = state.final_url or state.url
-        attrs: dict[str, Any] = {
-            "http.request.method": state.method,
-            "url.full": self._redaction.url(state.url) or "",
-            "server.address": url.host or "",
-            "aiotrace.request.id": state.id,
-            "aiotrace.hops": len(state.hops),
-        }
+        hops = state.hops
+        single = len(hops) == 1
+        attrs: dict[str, Any] = (
+            self._hop_attributes(hops[0]) if single else {"aiotrace.hops": len(hops)}
+        )
+        attrs["http.request.method"] = state.method
+        attrs["url.full"] = self._redaction.url(state.url) or ""
+        attrs["server.address"] = url.host or ""
+        attrs["aiotrace.request.id"] = state.id
         if url.port is not None:
             attrs["server.port"] = url.port
-        if state.status is not None:
-            attrs["http.response.status_code"] = state.status
-        end = state.t_done or state.t_end or state.t_start
+        status = state.status
+        if status is not None:
+            attrs["http.response.status_code"] = status
+        err = state.err
+        if err is not None:
+            attrs["error.type"] = type(err).__qualname__
+        elif status is not None and status >= 400:
+            attrs["error.type"] = str(status)
         span = self._tracer.start_span(
-            f"{state.method}",
+            state.method,
             context=parent,
             kind=SpanKind.CLIENT,
             attributes=attrs,
             start_time=_ns(state.t_start),
         )
-        err = state.err
         if err is not None:
-            span.set_attribute("error.type", type(err).__qualname__)
             span.set_status(Status(StatusCode.ERROR, str(err)))
-        elif state.status is not None and state.status >= 400:
-            span.set_attribute("error.type", str(state.status))
+        elif status is not None and status >= 400:
             span.set_status(Status(StatusCode.ERROR))
-        hops = state.hops
-        if len(hops) == 1:  # one round trip: its details go on the request's own span
-            span.set_attributes(self._hop_attributes(hops[0]))
-        else:
+        if not single:
             ctx = otel_trace.set_span_in_context(span, parent)
             for hop in hops:
                 self._hop_span(hop, ctx)
-        span.end(end_time=_ns(end))
+        span.end(end_time=_ns(state.t_done or state.t_end or state.t_start))
 
     def _hop_attributes(self, hop: HopState) -> dict[str, Any]:
         """What a round trip adds: phases, reuse (or why not), peer, TLS version."""
@@ -128,6 +131,9 @@ class OTelTrace:
         attrs["aiotrace.attempt"] = hop.attempt
         if hop.status is not None:
             attrs["http.response.status_code"] = hop.status
+        err = hop.err
+        if err is not None:
+            attrs["error.type"] = type(err).__qualname__
         span = self._tracer.start_span(
             f"{hop.method} hop {hop.index}" + (f" attempt {hop.attempt}" if hop.attempt else ""),
             context=ctx,
@@ -135,8 +141,6 @@ class OTelTrace:
             attributes=attrs,
             start_time=_ns(hop.t_get_conn),
         )
-        if hop.err is not None:
-            span.set_attribute("error.type", type(hop.err).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, str(hop.err)))
-        end = hop.t_body_done or hop.t_end or hop.t_get_conn
-        span.end(end_time=_ns(end))
+        if err is not None:
+            span.set_status(Status(StatusCode.ERROR, str(err)))
+        span.end(end_time=_ns(hop.t_body_done or hop.t_end or hop.t_get_conn))
