@@ -1,19 +1,18 @@
-"""The request and response classes: got_conn, and when the request is written.
+"""The request class: got_conn, and when the request is written.
 
 ``ClientRequest.send(conn)`` is the first code aiohttp runs after ``connect()`` returns the
-connection: ``got_conn`` fires there. ``send()`` writes the headers into the stream writer's
-buffer; a request with no body goes out whole inside ``send()``, and aiohttp then calls
-``response.start(conn)``: wrote_headers and wrote_request fire there. A request with
-a body (or waiting for ``100 Continue``, or meeting a paused transport) is finished by
-``write_bytes()`` in a task of its own, which reports them instead. Every override is a plain
-function that hands back aiohttp's own coroutine when no traced round trip is running.
+connection: ``got_conn`` fires there. ``send()`` writes the headers; a request with no body
+goes out whole inside ``send()``, so when a traced ``send()`` returns, wrote_headers and
+wrote_request fire. A request with a body (or waiting for ``100 Continue``, or meeting a
+paused transport) is finished by ``write_bytes()`` in a task of its own, which reports them
+instead. Untraced, every override hands back aiohttp's own coroutine and adds nothing else.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientRequest, ClientResponse
+from aiohttp import ClientRequest
 
 from ._connector import got_conn
 from ._context import current_request
@@ -21,27 +20,19 @@ from ._context import current_request
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from aiohttp import ClientResponse
     from aiohttp.connector import Connection
 
     from ._state import HopState
 
-__all__ = [
-    "TracingRequestMixin",
-    "TracingResponseMixin",
-    "traced_request_class",
-    "traced_response_class",
-]
-
-
-def _hop_of(conn: Connection) -> HopState | None:
-    return getattr(conn.protocol, "aiotrace_hop", None)
+__all__ = ["TracingRequestMixin", "traced_request_class"]
 
 
 class TracingRequestMixin:
-    """Reports got_conn, and wait_100_continue / wrote_request for a body written by a task.
+    """Reports got_conn, the request written, and wait_100_continue for a body task.
 
     ``_aiotrace_send`` is the base class's ``send``, bound when the class is made (see
-    ``_traced``): cheaper on every request than ``super().send``.
+    ``traced_request_class``): cheaper on every request than ``super().send``.
     """
 
     _aiotrace_send: Callable[..., Any]
@@ -56,10 +47,17 @@ class TracingRequestMixin:
             hop = state.hop
             if hop is not None and hop.t_got_conn is None:
                 got_conn(hop, conn)
+                return self._aiotrace_sent(hop, conn)
         return self._aiotrace_send(conn)
 
+    async def _aiotrace_sent(self, hop: HopState, conn: Connection) -> ClientResponse:
+        response: ClientResponse = await self._aiotrace_send(conn)
+        if not hop.body_task and hop.t_wrote_request is None:
+            hop.wrote_whole_request(self.headers)  # type: ignore[attr-defined]
+        return response
+
     def write_bytes(self, writer: Any, conn: Connection, *args: Any, **kwargs: Any) -> Any:
-        hop = _hop_of(conn)
+        hop = getattr(conn.protocol, "aiotrace_hop", None)
         if hop is None:
             return super().write_bytes(writer, conn, *args, **kwargs)  # type: ignore[misc]
         hop.body_task = True
@@ -81,42 +79,17 @@ class TracingRequestMixin:
         hop.wrote_request(protocol.exception() if protocol is not None else None)
 
 
-class TracingResponseMixin:
-    """Reports wrote_headers / wrote_request for a request written whole inside ``send()``.
-
-    aiohttp calls ``response.start(conn)`` straight after ``send()`` returns, with no
-    suspension in between; with no body task the request was written by then.
-    """
-
-    _aiotrace_start: Callable[..., Any]
-
-    def start(self, connection: Connection) -> Any:
-        hop = getattr(connection.protocol, "aiotrace_hop", None)
-        if hop is not None and not hop.body_task and hop.t_wrote_request is None:
-            hop.wrote_whole_request(self)
-        return self._aiotrace_start(connection)
-
-
 _classes: dict[type, type] = {}
-
-
-def _traced(mixin: type, base: type, hot: str) -> Any:
-    if issubclass(base, mixin):
-        return base
-    cls = _classes.get(base)
-    if cls is None:
-        namespace = {f"_aiotrace_{hot}": getattr(base, hot)}
-        cls = _classes[base] = type(f"Tracing{base.__name__}", (mixin, base), namespace)
-    return cls
 
 
 def traced_request_class(base: type[ClientRequest] = ClientRequest) -> type[ClientRequest]:
     """``base`` with the tracing mixin in front (made once per base class)."""
-    cls: type[ClientRequest] = _traced(TracingRequestMixin, base, "send")
-    return cls
-
-
-def traced_response_class(base: type[ClientResponse] = ClientResponse) -> type[ClientResponse]:
-    """``base`` with the tracing mixin in front (made once per base class)."""
-    cls: type[ClientResponse] = _traced(TracingResponseMixin, base, "start")
+    if issubclass(base, TracingRequestMixin):
+        return base
+    cls = _classes.get(base)
+    if cls is None:
+        namespace = {"_aiotrace_send": base.send}
+        cls = _classes[base] = type(
+            f"Tracing{base.__name__}", (TracingRequestMixin, base), namespace
+        )
     return cls

@@ -18,7 +18,7 @@ from ._aiohttp_private import install_request_boundary
 from ._connector import TracingConnector
 from ._context import RequestCell, current_request, scoped_trace
 from ._hooks import ClientTrace, compose
-from ._request import traced_request_class, traced_response_class
+from ._request import traced_request_class
 from ._state import RequestState
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def traced_session(
     session = ClientSession(
         connector=connector,
         request_class=traced_request_class(request_class),
-        response_class=traced_response_class(response_class),
+        response_class=response_class,
         **kwargs,
     )
     install_request_boundary(session, _boundary(session._request, session_trace))

@@ -443,11 +443,11 @@ class HopState:
         if h is not None:
             h(WroteHeadersInfo(request=self.rt, time=now))
 
-    def wrote_whole_request(self, response: Any) -> None:
+    def wrote_whole_request(self, headers: Any) -> None:
         """Headers and (empty) body went out together: wrote_headers, then wrote_request."""
         d = self.state.d
         if d.wrote_header_field is not None or d.wrote_headers is not None:
-            self.wrote_headers(response.request_info.headers)
+            self.wrote_headers(headers)
             self.t_wrote_request = now = _now()
         else:
             self.t_wrote_headers = self.t_wrote_request = now = _now()
