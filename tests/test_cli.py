@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,9 +96,10 @@ def test_failed_request_exits_1_and_is_shown(refused_port: int) -> None:
     assert data[0]["hops"][0]["timings"]["connect"] is not None
 
 
-def test_slo_violation_exits_4_and_har_is_written(tmp_path: Path) -> None:
-    """Against the demo's slow endpoint a tight --slo exits 4; --format har writes a HAR file."""
-    script = tmp_path / "serve.py"
+@pytest.fixture(scope="module")
+def demo_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The demo's loopback server in a process of its own (the CLI under test is another)."""
+    script = tmp_path_factory.mktemp("demo") / "serve.py"
     script.write_text(
         "import asyncio, sys\n"
         "from aiohttp import web\n"
@@ -105,27 +107,46 @@ def test_slo_violation_exits_4_and_har_is_written(tmp_path: Path) -> None:
         "async def main():\n"
         "    r = web.AppRunner(demo_app()); await r.setup()\n"
         "    s = web.TCPSite(r, '127.0.0.1', 0); await s.start()\n"
-        "    print(r.addresses[0][1], flush=True); await asyncio.sleep(30)\n"
+        "    print(r.addresses[0][1], flush=True); await asyncio.sleep(60)\n"
         "asyncio.run(main())\n"
     )
     server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        port = int(server.stdout.readline())
-        har = tmp_path / "out.har"
-        out = run(
-            "-m", "aiotrace", f"http://127.0.0.1:{port}/slow", "--slo", "total=50",
-            "--format", "har", "-o", str(har),
-        )  # fmt: skip
-        assert out.returncode == 4, out.stderr
-        assert "SLO exceeded" in out.stderr and "total" in out.stderr
-        entries = json.loads(har.read_text())["log"]["entries"]
-        assert len(entries) == 1 and entries[0]["timings"]["wait"] >= 100
+        yield int(server.stdout.readline())
     finally:
         server.kill()
         server.wait()
         if server.stdout is not None:
             server.stdout.close()
+
+
+def test_slo_violation_exits_4_and_har_is_written(tmp_path: Path, demo_port: int) -> None:
+    """Against the demo's slow endpoint a tight --slo exits 4; --format har writes a HAR file."""
+    har = tmp_path / "out.har"
+    out = run(
+        "-m", "aiotrace", f"http://127.0.0.1:{demo_port}/slow", "--slo", "total=50",
+        "--format", "har", "-o", str(har),
+    )  # fmt: skip
+    assert out.returncode == 4, out.stderr
+    assert "SLO exceeded" in out.stderr and "total" in out.stderr
+    entries = json.loads(har.read_text())["log"]["entries"]
+    assert len(entries) == 1 and entries[0]["timings"]["wait"] >= 100
+
+
+def test_resolve_sends_a_name_to_the_given_address(demo_port: int) -> None:
+    """``--resolve HOST:PORT:ADDR`` (curl's) connects a name no DNS server knows to the given
+    address; the timeline shows the lookup and the address connected to."""
+    out = run(
+        "-m", "aiotrace", f"http://demo.test:{demo_port}/",
+        "--resolve", f"DEMO.test:{demo_port}:127.0.0.1", "--format", "json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    request = json.loads(out.stdout)[0]
+    assert (request["status"], request["error"]) == (200, None)
+    hop = request["hops"][0]
+    assert hop["connection"]["remote_addr"] == f"127.0.0.1:{demo_port}"
+    assert hop["timings"]["dns"] is not None and hop["timings"]["connect"] is not None
 
 
 safe_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)

@@ -85,3 +85,42 @@ async def test_request_span_with_a_child_per_hop(
     assert "aiotrace.connect_ms" in failed.attributes
     assert not [s for s in exporter.get_finished_spans() if s.parent == failed.context]
     assert otel_trace.get_current_span() is otel_trace.INVALID_SPAN
+
+
+async def test_single_round_trip_is_one_span_with_its_details(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A request with one round trip is a single span carrying the hop's phases, reuse and
+    peer; a 4xx response marks it as an error with the status as ``error.type``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok", status=200 if request.path == "/ok" else 404)
+
+    app = web.Application()
+    app.router.add_get("/ok", handler)
+    app.router.add_get("/missing", handler)
+    server = await aiohttp_server(app)
+    tracer_provider, exporter = provider
+    otel = OTelTrace(tracer_provider=tracer_provider)
+    async with aiotrace.traced_session(trace=otel) as session:
+        for path in ("/ok", "/missing"):
+            async with session.get(f"http://127.0.0.1:{server.port}{path}") as resp:
+                await resp.read()
+    spans = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert [s.name for s in spans] == ["GET", "GET"]
+    first, second = spans
+    assert first.attributes is not None and second.attributes is not None
+    a = dict(first.attributes)
+    assert a["http.response.status_code"] == 200 and "error.type" not in a
+    assert (a["server.address"], a["server.port"]) == ("127.0.0.1", server.port)
+    assert (a["network.peer.address"], a["network.peer.port"]) == ("127.0.0.1", server.port)
+    assert a["aiotrace.reused"] is False and a["aiotrace.reuse_miss"] == "first"
+    assert all(f"aiotrace.{p}_ms" in a for p in ("connect", "send", "wait", "receive"))
+    assert "aiotrace.hops" not in a and first.status.status_code is StatusCode.UNSET
+    b = dict(second.attributes)
+    assert b["aiotrace.reused"] is True and b["aiotrace.idle_ms"] >= 0.0
+    assert b["aiotrace.connection.id"] == a["aiotrace.connection.id"]
+    assert b["http.response.status_code"] == 404 and b["error.type"] == "404"
+    assert second.status.status_code is StatusCode.ERROR
+    assert not [s for s in spans if s.parent is not None]
