@@ -239,9 +239,20 @@ def check_outcome(p: Planned, out: Outcome) -> None:
         assert type(out.exc) is expected, (p, out)
 
 
+@pytest.fixture
+async def load_resolver(
+    zone: DNSServer, make_resolver: Callable[..., AsyncResolver]
+) -> AsyncResolver:
+    """The zone's resolver with room to answer under load. The DNS server is a thread of this
+    process: with 500 requests on the loop it can answer later than c-ares' 250 ms floor (seen
+    once in CI: "Timeout while contacting DNS servers" for a planned refusal). DNS is not what
+    these tests plant faults in, so c-ares gets 4 tries (about 4 s) and answers are cached."""
+    return make_resolver(tries=4)
+
+
 async def test_ten_thousand_requests_each_accounted_for_once(
     zone: DNSServer,
-    dns_resolver: AsyncResolver,
+    load_resolver: AsyncResolver,
     servers: Servers,
     refused_port: int,
 ) -> None:
@@ -252,7 +263,7 @@ async def test_ten_thousand_requests_each_accounted_for_once(
     outcomes: dict[int, Outcome] = {}
     rec = aiotrace.Recorder(max_requests=N)
     before = set(asyncio.all_tasks())
-    connector = aiotrace.TracingConnector(resolver=dns_resolver)
+    connector = aiotrace.TracingConnector(resolver=load_resolver, ttl_dns_cache=None)
     started = time.perf_counter()
     async with aiotrace.traced_session(connector=connector, trace=rec) as session:
         async with asyncio.timeout(120):
@@ -370,7 +381,7 @@ def memory_mark(rec: aiotrace.Recorder) -> MemoryMark:
 
 async def test_aggregate_only_recorder_memory_stays_flat(
     zone: DNSServer,
-    dns_resolver: AsyncResolver,
+    load_resolver: AsyncResolver,
     servers: Servers,
     refused_port: int,
 ) -> None:
@@ -394,7 +405,7 @@ async def test_aggregate_only_recorder_memory_stays_flat(
         started = time.perf_counter()
         async with asyncio.timeout(150):
             for at in range(0, N, BLOCK):
-                connector = aiotrace.TracingConnector(resolver=dns_resolver)
+                connector = aiotrace.TracingConnector(resolver=load_resolver, ttl_dns_cache=None)
                 async with aiotrace.traced_session(connector=connector, trace=rec) as session:
                     await run_all(session, planned[at : at + BLOCK], count)
                 if at in (0, N - BLOCK):
