@@ -104,7 +104,11 @@ def got_conn(hop: HopState, conn: Connection) -> None:
     cs.released_at = None
     cs.served += 1
     proto.aiotrace_hop = hop  # attach (see TracingResponseHandler.traced_feed_data)
-    proto.__dict__["feed_data"] = proto.traced_feed_data
+    # A plain attribute store, never through ``__dict__``: reading an instance's __dict__
+    # turns its inline attribute values into a real dict, and every attribute access
+    # aiohttp makes on that protocol afterwards misses CPython's fast paths (~11k
+    # instructions per traced request, measured).
+    proto.feed_data = proto.traced_feed_data
     hop.proto = proto
     hop.got_conn(cs, reused, idle)
 
@@ -232,7 +236,10 @@ class TracingConnector(TCPConnector):
         # Still attached: if aiohttp closes the connection now, the protocol records why.
         _base_release(self, key, protocol, should_close=should_close)
         p.aiotrace_hop = None  # detach
-        p.__dict__.pop("feed_data", None)
+        try:
+            del p.feed_data  # the method again (see got_conn)
+        except AttributeError:
+            pass
         if p.transport is not None and not connector_closed:
             hop.released(None, None)  # back in the pool
             return None
