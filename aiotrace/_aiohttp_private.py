@@ -73,7 +73,9 @@ def install_request_boundary(session: ClientSession, wrapper: Callable[..., Any]
     """Route ``session.request()``/``get()``/… through ``wrapper``.
 
     Every request method of ``ClientSession`` calls ``self._request(...)``; an instance
-    attribute of that name shadows the method. Set through ``__dict__`` so aiohttp's
-    DEBUG-mode ``__setattr__`` warning is not tripped.
+    attribute of that name shadows the method. Set with ``object.__setattr__`` so aiohttp's
+    DEBUG-mode ``__setattr__`` warning is not tripped, and not through ``__dict__``: reading
+    an instance's ``__dict__`` turns its inline attribute values into a real dict, which
+    slows every attribute access aiohttp's request path makes on the session.
     """
-    session.__dict__["_request"] = wrapper
+    object.__setattr__(session, "_request", wrapper)

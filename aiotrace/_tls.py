@@ -13,11 +13,14 @@ it still has the standard one; with no trace active the subclass only adds a Con
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._aiohttp_private import AIOHTTP_DEFAULT_SSL_CONTEXTS, make_ssl_context
 from ._context import running_request
 from ._events import TLSInfo
+
+if TYPE_CHECKING:
+    from ._state import HopState
 
 __all__ = ["TracingSSLObject", "tls_info", "traceable"]
 
@@ -48,28 +51,36 @@ def tls_info(obj: Any) -> TLSInfo:
 
 
 class TracingSSLObject(ssl.SSLObject):
-    """An ``SSLObject`` that reports its handshake to the round trip that opened it."""
+    """An ``SSLObject`` that reports its handshake to the round trip that opened it.
+
+    Its own state is plain attributes with class-level defaults, never read through
+    ``__dict__`` (which would slow every later ``read``/``write`` of the connection).
+    """
+
+    _aiotrace_looked_up = False
+    _aiotrace_hop: HopState | None = None
+    _aiotrace_started = False
 
     def do_handshake(self) -> None:
-        hop = self.__dict__.get("_aiotrace_hop", False)
-        if hop is False:
+        if not self._aiotrace_looked_up:  # the first call runs in the connecting task
+            self._aiotrace_looked_up = True
             state = running_request()
-            hop = state.hop if state is not None else None
-            self.__dict__["_aiotrace_hop"] = hop
+            self._aiotrace_hop = state.hop if state is not None else None
+        hop = self._aiotrace_hop
         if hop is None:
             return super().do_handshake()
-        if "_aiotrace_started" not in self.__dict__:
-            self.__dict__["_aiotrace_started"] = True
+        if not self._aiotrace_started:
+            self._aiotrace_started = True
             hop.tls_start(self.server_hostname)
         try:
             super().do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except BaseException as e:
-            self.__dict__["_aiotrace_hop"] = None  # the connection outlives the request
+            self._aiotrace_hop = None  # the connection outlives the request
             hop.tls_done(None, e)
             raise
-        self.__dict__["_aiotrace_hop"] = None
+        self._aiotrace_hop = None
         hop.tls_done(tls_info(self), None)
         return None
 
