@@ -107,7 +107,8 @@ class ClientTrace:
 
     # Internal observers (a Recorder) see the RequestState itself at start and finish,
     # so they need no per-event objects: objects with request_started(state) and
-    # request_finished(state).
+    # request_finished(state), and ``keeps_states`` true if they hold on to states after
+    # request_finished (a finished state no one keeps is taken apart: see RequestState).
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
@@ -220,10 +221,11 @@ def _chain(calls: list[Callable[[Any], None]]) -> Callable[[Any], None]:
 class Dispatch:
     """One attribute per hook: a callable taking the event, or ``None`` if no one listens."""
 
-    __slots__ = (*HOOK_NAMES, "observers")
+    __slots__ = (*HOOK_NAMES, "keeps_states", "observers")
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
         self.observers: tuple[Any, ...] = tuple(o for part in parts for o in part._observers)
+        self.keeps_states = any(getattr(o, "keeps_states", False) for o in self.observers)
         for name in HOOK_NAMES:
             calls = []
             for part in parts:

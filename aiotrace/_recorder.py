@@ -53,6 +53,7 @@ class Recorder:
         self.dropped = 0
         # RequestStates, wrapped as RequestTimeline views when read (no object per request).
         self._timelines: deque[RequestState] = deque(maxlen=max_requests)
+        self.keeps_states = not aggregate_only  # read once, when a trace is compiled
         self._stats: dict[str, HostStats] = {}  # aggregate-only: all; else: dropped ones
         self._dropped_running: set[int] = set()
         self.trace = ClientTrace(_observers=(self,))

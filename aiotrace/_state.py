@@ -763,11 +763,21 @@ class RequestState:
             return
         self.done = True
         self.t_done = now = _now()
-        h = self.d.request_done
+        d = self.d
+        h = d.request_done
         if h is not None:
             self.call_safely(h, RequestDoneInfo(request=self.rt, time=now, err=err))
         for observer in self.observers:
             observer.request_finished(self)
+        if not d.keeps_states:
+            # Nothing will read the round trips again: drop the state -> hop references, so
+            # the state and its hops (which point back at it) are freed as soon as the last
+            # reference goes, not by a garbage-collector pass (measured: ~4k instructions
+            # a request of GC traversal). A hop may still be called after this (a connection
+            # lost late); it reaches only the state's own fields.
+            self.hops = []
+            self.hop = None
+            self._rt0 = None
 
 
 _WALL_OFFSET = time.time() - time.perf_counter()

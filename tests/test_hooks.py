@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from peers import (
 
 import aiotrace
 from aiotrace._context import current_request, scoped_trace
+from aiotrace._state import HopState, RequestState
 from aiotrace.testing import EventLog, capture_events
 
 # wrote_header_field fires once per header; the sequences below leave it out.
@@ -489,6 +491,35 @@ async def test_no_contextvar_leaks_into_the_caller(
             await fetch(session, f"http://127.0.0.1:{refused_port}/")
         assert current_request.get() is None
     assert scoped_trace.get() is None
+
+
+@pytest.mark.parametrize("kind", ["hooks", "aggregate_only", "recorder"])
+async def test_finished_state_is_freed_without_the_garbage_collector(
+    session: aiohttp.ClientSession, server: TestServer, kind: str
+) -> None:
+    """A finished request's state and round trips form no reference cycle unless an observer
+    keeps them (a full Recorder): with the collector off, none is left behind. (A failed
+    request's exception holds its traceback's frames, a cycle Python makes for any error.)"""
+    hooks = aiotrace.ClientTrace(got_conn=lambda event: None, request_done=lambda event: None)
+    rec = aiotrace.Recorder()
+    trace = {
+        "hooks": hooks,
+        "aggregate_only": aiotrace.Recorder(aggregate_only=True).trace,
+        "recorder": rec.trace,
+    }[kind]
+    gc.collect()
+    gc.disable()
+    try:
+        with aiotrace.with_client_trace(trace):
+            await fetch(session, f"http://a.test:{server.port}/")
+            await fetch(session, f"http://a.test:{server.port}/redirect/2")
+        states = [o for o in gc.get_objects() if isinstance(o, (RequestState, HopState))]
+    finally:
+        gc.enable()
+    if kind == "recorder":
+        assert len(rec.requests) == 2 and len(states) == 2 + 4  # kept: 2 requests, 4 hops
+    else:
+        assert states == []
 
 
 async def test_raising_hook_is_logged_and_the_request_goes_on(
