@@ -43,6 +43,7 @@ from ._aiohttp_private import dns_cache_state, install_protocol_factory
 from ._context import current_request, running_request
 from ._events import ConnInfo
 from ._protocol import TracingResponseHandler
+from ._request import traced_response_class
 from ._sockets import make_socket_factory
 from ._state import HostHistory, _now
 from ._tls import tls_info, traceable
@@ -85,11 +86,8 @@ def _sockaddr(addr: Any) -> str | None:
 
 
 def got_conn(hop: HopState, conn: Connection) -> None:
-    """Fire ``got_conn``: the reuse detector's verdict on the connection the hop was given.
-
-    Called by the request class as the request is sent, the first moment after
-    ``connect()`` returns that aiohttp runs code of ours in the caller's task.
-    """
+    """Fire ``got_conn``: the reuse detector's verdict on the connection the hop was given,
+    as a traced ``connect()`` returns it."""
     proto: Any = conn.protocol
     cs: ConnState | None = getattr(proto, "aiotrace_conn", None)
     if cs is None:  # not a TracingConnector's connection: nothing to report
@@ -144,11 +142,29 @@ class TracingConnector(TCPConnector):
 
     def connect(self, req: ClientRequest, traces: Any, timeout: ClientTimeout) -> Any:
         cell = current_request.get()
-        if cell is not None and (state := cell.state) is not None:
-            state.begin_hop(req.method, req.url)
-        # A failure inside ends the round trip through the request boundary (hop.fail); the
-        # connection, when there is one, is reported by got_conn() as the request is sent.
-        return _tcp_connect(self, req, traces, timeout)
+        if cell is None or (state := cell.state) is None:
+            return _tcp_connect(self, req, traces, timeout)  # untraced: aiohttp's own coroutine
+        hop = state.begin_hop(req.method, req.url)
+        # The response reports the request written (_request.py); only traced requests get it.
+        req.response_class = traced_response_class(req.response_class)
+        return self._traced_connect(hop, req, traces, timeout)
+
+    async def _traced_connect(
+        self, hop: HopState, req: ClientRequest, traces: Any, timeout: ClientTimeout
+    ) -> Connection:
+        # A failure inside ends the round trip through the request boundary (hop.fail).
+        conn = await _tcp_connect(self, req, traces, timeout)
+        try:
+            state = hop.state
+            if state.deferred is not None:
+                # A hook failed during connect (TLS, in the transport's callbacks): fail
+                # here, in the caller's task, before anything is sent.
+                state.raise_deferred()
+            got_conn(hop, conn)  # a propagate_errors got_conn hook may raise
+        except BaseException:
+            conn.close()  # not handed to aiohttp: ours to close
+            raise
+        return conn
 
     def _miss_reason(self, hop: HopState, key: Any, history: HostHistory | None) -> str:
         """Why the round trip had to open a connection (the pool state as it was just now)."""

@@ -1,60 +1,37 @@
-"""The request class: got_conn, and when the request is written.
+"""The request and response classes: when the request is written.
 
-``ClientRequest.send(conn)`` is the first code aiohttp runs after ``connect()`` returns the
-connection: ``got_conn`` fires there. ``send()`` writes the headers; a request with no body
-goes out whole inside ``send()``, so when a traced ``send()`` returns, wrote_headers and
-wrote_request fire. A request with a body (or waiting for ``100 Continue``, or meeting a
-paused transport) is finished by ``write_bytes()`` in a task of its own, which reports them
-instead. Untraced, every override hands back aiohttp's own coroutine and adds nothing else.
+A request with no body goes out whole inside ``ClientRequest.send()``, and aiohttp then calls
+``response.start(conn)`` at once: wrote_headers and wrote_request fire there. Only traced
+requests get that response class: a traced ``connect()`` sets it on the request (see
+``TracingConnector.connect``), so untraced requests never run this code. A request with a
+body (or waiting for ``100 Continue``, or meeting a paused transport) is finished by
+``write_bytes()`` in a task of its own, which reports them instead; that override is on the
+session's request class and hands back aiohttp's own coroutine when nothing is traced.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientRequest
-
-from ._connector import got_conn
-from ._context import current_request
+from aiohttp import ClientRequest, ClientResponse
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aiohttp import ClientResponse
     from aiohttp.connector import Connection
 
     from ._state import HopState
 
-__all__ = ["TracingRequestMixin", "traced_request_class"]
+__all__ = [
+    "TracingRequestMixin",
+    "TracingResponseMixin",
+    "traced_request_class",
+    "traced_response_class",
+]
 
 
 class TracingRequestMixin:
-    """Reports got_conn, the request written, and wait_100_continue for a body task.
-
-    ``_aiotrace_send`` is the base class's ``send``, bound when the class is made (see
-    ``traced_request_class``): cheaper on every request than ``super().send``.
-    """
-
-    _aiotrace_send: Callable[..., Any]
-
-    def send(self, conn: Connection) -> Any:
-        cell = current_request.get()
-        if cell is not None and (state := cell.state) is not None:
-            if state.deferred is not None:
-                # A hook failed during connect (TLS, in the transport's callbacks): fail here,
-                # in the caller's task, before anything is sent; aiohttp closes the connection.
-                state.raise_deferred()
-            hop = state.hop
-            if hop is not None and hop.t_got_conn is None:
-                got_conn(hop, conn)
-                return self._aiotrace_sent(hop, conn)
-        return self._aiotrace_send(conn)
-
-    async def _aiotrace_sent(self, hop: HopState, conn: Connection) -> ClientResponse:
-        response: ClientResponse = await self._aiotrace_send(conn)
-        if not hop.body_task and hop.t_wrote_request is None:
-            hop.wrote_whole_request(self.headers)  # type: ignore[attr-defined]
-        return response
+    """Reports wrote_headers, wait_100_continue and wrote_request for a body task."""
 
     def write_bytes(self, writer: Any, conn: Connection, *args: Any, **kwargs: Any) -> Any:
         hop = getattr(conn.protocol, "aiotrace_hop", None)
@@ -79,17 +56,41 @@ class TracingRequestMixin:
         hop.wrote_request(protocol.exception() if protocol is not None else None)
 
 
-_classes: dict[type, type] = {}
+class TracingResponseMixin:
+    """Reports wrote_headers / wrote_request for a request written whole inside ``send()``.
+
+    ``_aiotrace_start`` is the base class's ``start``, bound when the class is made:
+    cheaper on every traced request than ``super().start``.
+    """
+
+    _aiotrace_start: Callable[..., Any]
+
+    def start(self, connection: Connection) -> Any:
+        hop = getattr(connection.protocol, "aiotrace_hop", None)
+        if hop is not None and not hop.body_task and hop.t_wrote_request is None:
+            hop.wrote_whole_request(self.request_info.headers)  # type: ignore[attr-defined]
+        return self._aiotrace_start(connection)
+
+
+_classes: dict[tuple[type, type], type] = {}
+
+
+def _traced(mixin: type, base: type, namespace: dict[str, Any]) -> Any:
+    if issubclass(base, mixin):
+        return base
+    cls = _classes.get((mixin, base))
+    if cls is None:
+        cls = _classes[mixin, base] = type(f"Tracing{base.__name__}", (mixin, base), namespace)
+    return cls
 
 
 def traced_request_class(base: type[ClientRequest] = ClientRequest) -> type[ClientRequest]:
     """``base`` with the tracing mixin in front (made once per base class)."""
-    if issubclass(base, TracingRequestMixin):
-        return base
-    cls = _classes.get(base)
-    if cls is None:
-        namespace = {"_aiotrace_send": base.send}
-        cls = _classes[base] = type(
-            f"Tracing{base.__name__}", (TracingRequestMixin, base), namespace
-        )
+    cls: type[ClientRequest] = _traced(TracingRequestMixin, base, {})
+    return cls
+
+
+def traced_response_class(base: type[ClientResponse] = ClientResponse) -> type[ClientResponse]:
+    """``base`` with the tracing mixin in front (made once per base class)."""
+    cls: type[ClientResponse] = _traced(TracingResponseMixin, base, {"_aiotrace_start": base.start})
     return cls
