@@ -26,22 +26,27 @@ def provider() -> tuple[TracerProvider, InMemorySpanExporter]:
     return provider, exporter
 
 
+@pytest.fixture
+async def server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    """``/start`` redirects to ``/end``; ``/end`` and ``/ok`` answer 200, ``/missing`` 404."""
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/start":
+            raise web.HTTPFound("/end")
+        return web.Response(text="ok", status=404 if request.path == "/missing" else 200)
+
+    app = web.Application()
+    for path in ("/start", "/end", "/ok", "/missing"):
+        app.router.add_get(path, handler)
+    return await aiohttp_server(app)
+
+
 async def test_request_span_with_a_child_per_hop(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    server: TestServer,
     refused_port: int,
     provider: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     """A redirected request is one CLIENT span under the caller's span, with a child per hop."""
-
-    async def hop(request: web.Request) -> web.Response:
-        if request.path == "/start":
-            raise web.HTTPFound("/end")
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/start", hop)
-    app.router.add_get("/end", hop)
-    server = await aiohttp_server(app)
     tracer_provider, exporter = provider
     otel = OTelTrace(tracer_provider=tracer_provider)
     tracer = tracer_provider.get_tracer("test")
@@ -88,19 +93,11 @@ async def test_request_span_with_a_child_per_hop(
 
 
 async def test_single_round_trip_is_one_span_with_its_details(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    server: TestServer,
     provider: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     """A request with one round trip is a single span carrying the hop's phases, reuse and
     peer; a 4xx response marks it as an error with the status as ``error.type``."""
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(text="ok", status=200 if request.path == "/ok" else 404)
-
-    app = web.Application()
-    app.router.add_get("/ok", handler)
-    app.router.add_get("/missing", handler)
-    server = await aiohttp_server(app)
     tracer_provider, exporter = provider
     otel = OTelTrace(tracer_provider=tracer_provider)
     async with aiotrace.traced_session(trace=otel) as session:
