@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 A traced request is one :class:`RequestState`, made when ``session.request()`` begins. Each
 round trip (the first, each redirect hop, each retry) is one :class:`HopState`. Emitters in the
-connector, the protocol, the TLS object and the request class call the methods below; each
-method stamps ``time.perf_counter()`` into a slot, then fires the hook if someone set it. The
-stamps are the timeline, so a :class:`~aiotrace.Recorder` reads them and needs no hooks of
-its own beyond the request's start and end.
+connector, the protocol, the TLS object and the request/response classes call the methods
+below; each method stamps ``time.perf_counter()`` into a slot, then fires the hook if someone
+set it. The stamps are the timeline, so a :class:`~aiotrace.Recorder` reads them and needs no
+hooks of its own beyond the request's start and end.
 
 The rules this module keeps:
 
