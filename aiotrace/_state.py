@@ -155,50 +155,57 @@ class _Attempt:
 class HopState:
     """One round trip: its stamps (``perf_counter`` seconds) and what it learned.
 
-    Slotted, and every slot is set in ``__init__``: CPython then reads and writes each field
-    at a fixed offset (a class-level default instead would cost a dictionary miss and a type
-    lookup on every read, on every traced request's path).
+    Two kinds of field, for speed on the path every traced request takes:
+
+    * slots, every one set in ``__init__``: what a round trip on a pooled connection
+      reads and writes (CPython accesses a slot at a fixed offset);
+    * class-level defaults, stored in the instance ``__dict__`` only when set: what only a
+      new connection (pool wait, DNS, connect, TLS) or a failure fills in. A round trip
+      that reuses a connection never creates the dict; reading an unset one is a dict miss
+      and a type lookup, paid on those rarer paths and by readers of the timeline.
     """
 
     __slots__ = (
+        "__dict__",
         "_rt",
-        "addrs",
         "attempt",
-        "attempts",
-        "body_err",
         "body_task",
         "conn",
-        "dns_cached",
-        "dns_coalesced",
-        "dns_host",
         "err",
         "idle_time",
         "index",
         "method",
         "proto",
-        "reuse_miss",
         "reused",
         "state",
         "status",
         "t_body_done",
-        "t_connect_done",
-        "t_connect_start",
-        "t_dns_done",
-        "t_dns_start",
         "t_end",
         "t_first_byte",
         "t_get_conn",
         "t_got_conn",
-        "t_pool_done",
-        "t_pool_start",
-        "t_tls_done",
-        "t_tls_start",
         "t_wrote_headers",
         "t_wrote_request",
-        "tls",
-        "tls_open",
         "url",
     )
+
+    # New connections and failures only (see above).
+    t_pool_start: float | None = None
+    t_pool_done: float | None = None
+    t_dns_start: float | None = None
+    t_dns_done: float | None = None
+    t_connect_start: float | None = None
+    t_connect_done: float | None = None
+    t_tls_start: float | None = None
+    t_tls_done: float | None = None
+    dns_host: str | None = None
+    addrs: tuple[str, ...] = ()
+    dns_cached = False
+    dns_coalesced = False
+    attempts: list[_Attempt] | None = None
+    tls: TLSInfo | None = None
+    tls_open = False
+    reuse_miss: str | None = None
 
     def __init__(
         self, state: RequestState, method: str, url: URL, index: int, attempt: int
@@ -210,14 +217,6 @@ class HopState:
         self.attempt = attempt
         self.t_get_conn = _now()
         # Stamps; None until the step happens.
-        self.t_pool_start: float | None = None
-        self.t_pool_done: float | None = None
-        self.t_dns_start: float | None = None
-        self.t_dns_done: float | None = None
-        self.t_connect_start: float | None = None
-        self.t_connect_done: float | None = None
-        self.t_tls_start: float | None = None
-        self.t_tls_done: float | None = None
         self.t_got_conn: float | None = None
         self.t_wrote_headers: float | None = None
         self.t_wrote_request: float | None = None
@@ -225,20 +224,11 @@ class HopState:
         self.t_body_done: float | None = None
         self.t_end: float | None = None
         # What the round trip learned.
-        self.dns_host: str | None = None
-        self.addrs: tuple[str, ...] = ()
-        self.dns_cached = False
-        self.dns_coalesced = False
-        self.attempts: list[_Attempt] | None = None
-        self.tls: TLSInfo | None = None
-        self.tls_open = False
         self.conn: ConnState | None = None
         self.reused = False
         self.idle_time = 0.0
-        self.reuse_miss: str | None = None
         self.status: int | None = None
         self.err: BaseException | None = None
-        self.body_err: BaseException | None = None
         self.body_task = False
         self.proto: Any = None  # the connection's protocol, while the hop owns it
         self._rt: RoundTrip | None = None
@@ -499,7 +489,6 @@ class HopState:
         if self.t_body_done is not None or self.t_got_conn is None:
             return
         self.t_body_done = now = _now()
-        self.body_err = err
         if self.t_end is None:
             self.t_end = now
         state = self.state
