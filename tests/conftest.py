@@ -173,6 +173,14 @@ def dns_server(_hosts_file_free_of_test_names: None) -> Iterator[DNSServer]:
 
 
 @pytest.fixture
+def zone(dns_server: DNSServer) -> DNSServer:
+    """``a.test``, ``b.test`` and ``c.test`` -> 127.0.0.1 (modules with other names override)."""
+    for name in ("a.test", "b.test", "c.test"):
+        dns_server.add(name, "127.0.0.1")
+    return dns_server
+
+
+@pytest.fixture
 async def make_resolver(dns_server: DNSServer) -> AsyncIterator[Callable[..., AsyncResolver]]:
     """Factory: ``make_resolver(**overrides)`` -> ``AsyncResolver`` asking only ``dns_server``.
 

@@ -886,40 +886,29 @@ async def test_slow_loris_headers_hit_the_read_timeout(
         check_not_pooled_after_error(case, check, server_closed=False)
 
 
-async def test_reset_mid_body(
-    zone: DNSServer, dns_resolver: AsyncResolver, raw_peer: RawPeer
+@pytest.mark.parametrize(
+    ("handler", "server_closed"),
+    [
+        pytest.param(reset_mid_body, False, id="reset mid-body"),
+        pytest.param(truncated_chunked, True, id="chunked body closed before its last chunk"),
+        pytest.param(content_length_too_long, True, id="Content-Length past the bytes, then FIN"),
+    ],
+)
+async def test_body_cut_short(
+    zone: DNSServer,
+    dns_resolver: AsyncResolver,
+    raw_peer: RawPeer,
+    handler: Callable[[], Any],
+    server_closed: bool,
 ) -> None:
-    """A reset mid-body: ClientPayloadError from read() as untraced; the body ends with err."""
-    case = await _http_case(raw_peer, reset_mid_body(), dns_resolver)
+    """A body cut short (reset, truncated chunked, Content-Length too long): ClientPayloadError
+    from read() as untraced; the body ends with the error and the connection is not pooled."""
+    case = await _http_case(raw_peer, handler(), dns_resolver)
     with checking() as check:
         common_checks(case, check)
         check(isinstance(case.traced.exc, aiohttp.ClientPayloadError), "not a payload error")
         check_body_cut(case, check)
-        check_not_pooled_after_error(case, check, server_closed=False)
-
-
-async def test_truncated_chunked_body(
-    zone: DNSServer, dns_resolver: AsyncResolver, raw_peer: RawPeer
-) -> None:
-    """A chunked body closed before its last chunk: ClientPayloadError, the body ends with err."""
-    case = await _http_case(raw_peer, truncated_chunked(), dns_resolver)
-    with checking() as check:
-        common_checks(case, check)
-        check(isinstance(case.traced.exc, aiohttp.ClientPayloadError), "not a payload error")
-        check_body_cut(case, check)
-        check_not_pooled_after_error(case, check, server_closed=True)
-
-
-async def test_content_length_longer_than_the_body(
-    zone: DNSServer, dns_resolver: AsyncResolver, raw_peer: RawPeer
-) -> None:
-    """Content-Length past the bytes sent, then FIN: ClientPayloadError, the body ends with err."""
-    case = await _http_case(raw_peer, content_length_too_long(), dns_resolver)
-    with checking() as check:
-        common_checks(case, check)
-        check(isinstance(case.traced.exc, aiohttp.ClientPayloadError), "not a payload error")
-        check_body_cut(case, check)
-        check_not_pooled_after_error(case, check, server_closed=True)
+        check_not_pooled_after_error(case, check, server_closed=server_closed)
 
 
 async def test_informational_storm(

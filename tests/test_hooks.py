@@ -74,15 +74,8 @@ async def server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestSe
 
 
 @pytest.fixture
-def resolver_zone(dns_server: DNSServer) -> DNSServer:
-    for name in ("a.test", "b.test", "c.test"):
-        dns_server.add(name, "127.0.0.1")
-    return dns_server
-
-
-@pytest.fixture
 async def session(
-    resolver_zone: DNSServer, dns_resolver: AsyncResolver
+    zone: DNSServer, dns_resolver: AsyncResolver
 ) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiotrace.traced_session(
         connector=aiotrace.TracingConnector(resolver=dns_resolver)
@@ -144,16 +137,16 @@ async def test_ip_literal_has_no_dns_events(
 
 
 async def test_cached_dns_is_reported_as_cached(
-    session: aiohttp.ClientSession, server: TestServer, resolver_zone: DNSServer
+    session: aiohttp.ClientSession, server: TestServer, zone: DNSServer
 ) -> None:
     """A second connection to the same name is served from aiohttp's DNS cache: cached=True."""
     await fetch(session, f"http://a.test:{server.port}/", headers={"Connection": "close"})
-    queries = resolver_zone.count("a.test")
+    queries = zone.count("a.test")
     with capture_events(HOOKS) as log:
         await fetch(session, f"http://a.test:{server.port}/")
     dns = log.of("dns_done")[0]
     assert (dns.cached, dns.coalesced, dns.addrs) == (True, False, ("127.0.0.1",))
-    assert resolver_zone.count("a.test") == queries
+    assert zone.count("a.test") == queries
 
 
 async def test_redirect_hops_are_separate_round_trips(
@@ -210,7 +203,7 @@ async def test_wrote_header_field_lists_every_header(
 
 
 async def test_https_fresh_connection_brackets_the_handshake(
-    resolver_zone: DNSServer,
+    zone: DNSServer,
     dns_resolver: AsyncResolver,
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     server_ssl_ctx: ssl.SSLContext,
@@ -236,7 +229,7 @@ async def test_https_fresh_connection_brackets_the_handshake(
 
 
 async def test_https_per_request_context_and_verification_failure(
-    resolver_zone: DNSServer,
+    zone: DNSServer,
     dns_resolver: AsyncResolver,
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     server_ssl_ctx: ssl.SSLContext,
@@ -285,10 +278,10 @@ async def test_connection_refused_ends_connect_with_error(
 
 
 async def test_nxdomain_ends_dns_with_error(
-    session: aiohttp.ClientSession, resolver_zone: DNSServer
+    session: aiohttp.ClientSession, zone: DNSServer
 ) -> None:
     """NXDOMAIN ends in dns_done(err) then request_exception(ClientConnectorDNSError)."""
-    resolver_zone.nxdomain("gone.test")
+    zone.nxdomain("gone.test")
     with capture_events(HOOKS) as log, pytest.raises(aiohttp.ClientConnectorDNSError) as exc_info:
         await fetch(session, "http://gone.test:80/")
     assert log.names() == [
@@ -300,10 +293,10 @@ async def test_nxdomain_ends_dns_with_error(
 
 
 async def test_coalesced_dns_lookups_are_marked_on_followers(
-    session: aiohttp.ClientSession, server: TestServer, resolver_zone: DNSServer
+    session: aiohttp.ClientSession, server: TestServer, zone: DNSServer
 ) -> None:
     """Concurrent first requests to one name share one lookup; the followers say coalesced."""
-    resolver_zone.add("slow.test", "127.0.0.1", delay=0.15)
+    zone.add("slow.test", "127.0.0.1", delay=0.15)
     url = f"http://slow.test:{server.port}/"
     with capture_events(HOOKS) as log:
         await asyncio.gather(*(fetch(session, url) for _ in range(5)))
@@ -311,14 +304,14 @@ async def test_coalesced_dns_lookups_are_marked_on_followers(
     assert len(dns) == 5
     assert sorted(e.coalesced for e in dns) == [False, True, True, True, True]
     assert all(e.addrs == ("127.0.0.1",) and not e.cached for e in dns)
-    assert resolver_zone.count("slow.test", "A") == 1
+    assert zone.count("slow.test", "A") == 1
     leader = next(e for e in dns if not e.coalesced)
     lookup = leader.time - log.of("dns_start", leader.request.id)[0].time
     assert lookup >= 0.14
 
 
 async def test_pool_wait_is_reported_when_limit_per_host_is_full(
-    resolver_zone: DNSServer, dns_resolver: AsyncResolver, aiohttp_server: Any
+    zone: DNSServer, dns_resolver: AsyncResolver, aiohttp_server: Any
 ) -> None:
     """With limit_per_host=1, a second concurrent request waits for the pool and then reuses."""
 
@@ -391,7 +384,7 @@ async def test_stale_pooled_connection_retry_is_a_new_attempt(
 
 
 async def test_signal_adapter_feeds_hooks_on_a_plain_session(
-    server: TestServer, resolver_zone: DNSServer, dns_resolver: AsyncResolver
+    server: TestServer, zone: DNSServer, dns_resolver: AsyncResolver
 ) -> None:
     """trace_config() alone on a plain ClientSession fires what aiohttp's signals can feed."""
     log = EventLog(HOOKS)
@@ -412,7 +405,7 @@ async def test_signal_adapter_feeds_hooks_on_a_plain_session(
 
 
 async def test_per_request_trace_composes_with_scoped_and_session_traces(
-    server: TestServer, resolver_zone: DNSServer, dns_resolver: AsyncResolver
+    server: TestServer, zone: DNSServer, dns_resolver: AsyncResolver
 ) -> None:
     """Per-request, scoped and session traces compose innermost first; nesting runs inner first."""
     calls: list[str] = []

@@ -287,13 +287,6 @@ def make_app() -> web.Application:
 
 
 @pytest.fixture
-def zone(dns_server: DNSServer) -> DNSServer:
-    for name in ("a.test", "b.test", "c.test"):
-        dns_server.add(name, "127.0.0.1")
-    return dns_server
-
-
-@pytest.fixture
 async def server(aiohttp_server: ServerFactory) -> TestServer:
     return await aiohttp_server(make_app())
 
