@@ -72,25 +72,36 @@ class TracingResponseMixin:
         return self._aiotrace_start(connection)
 
 
-_classes: dict[tuple[type, type], type] = {}
+# Base class -> its traced class (and a traced class -> itself): one lookup per call, which
+# matters for the response class, looked up on every traced round trip.
+_request_classes: dict[type, type] = {}
+_response_classes: dict[type, type] = {}
 
 
-def _traced(mixin: type, base: type, namespace: dict[str, Any]) -> Any:
-    if issubclass(base, mixin):
-        return base
-    cls = _classes.get((mixin, base))
+def _traced(cache: dict[type, type], mixin: type, base: type, bound: str | None = None) -> Any:
+    """``base`` with ``mixin`` in front; ``bound`` names a base method the mixin calls as
+    ``_aiotrace_<name>`` (cheaper than ``super()``)."""
+    cls = cache.get(base)
     if cls is None:
-        cls = _classes[mixin, base] = type(f"Tracing{base.__name__}", (mixin, base), namespace)
+        if issubclass(base, mixin):
+            cls = base
+        else:
+            namespace = {f"_aiotrace_{bound}": getattr(base, bound)} if bound else {}
+            cls = type(f"Tracing{base.__name__}", (mixin, base), namespace)
+        cache[base] = cache[cls] = cls
     return cls
 
 
 def traced_request_class(base: type[ClientRequest] = ClientRequest) -> type[ClientRequest]:
     """``base`` with the tracing mixin in front (made once per base class)."""
-    cls: type[ClientRequest] = _traced(TracingRequestMixin, base, {})
+    cls: type[ClientRequest] = _traced(_request_classes, TracingRequestMixin, base)
     return cls
 
 
 def traced_response_class(base: type[ClientResponse] = ClientResponse) -> type[ClientResponse]:
-    """``base`` with the tracing mixin in front (made once per base class)."""
-    cls: type[ClientResponse] = _traced(TracingResponseMixin, base, {"_aiotrace_start": base.start})
+    """``base`` with the tracing mixin in front (made once per base class; called on every
+    traced round trip, so a hit is one dictionary lookup)."""
+    cls = _response_classes.get(base)
+    if cls is None:
+        cls = _traced(_response_classes, TracingResponseMixin, base, "start")
     return cls

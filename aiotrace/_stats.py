@@ -123,12 +123,8 @@ class HostStats:
         return new
 
     def add_phase(self, name: str, ms: float | None) -> None:
-        if ms is None:
-            return
-        hist = self.phases.get(name)
-        if hist is None:
-            hist = self.phases[name] = LatencyHistogram()
-        hist.add(ms)
+        if ms is not None:
+            self.histogram(name).add(ms)
 
     def histogram(self, name: str) -> LatencyHistogram:
         """The phase's histogram, made empty the first time it is asked for."""
