@@ -16,7 +16,7 @@ from ._context import with_client_trace
 from ._har import har_log
 from ._hooks import ClientTrace
 from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import HostStats
+from ._stats import BATCH, HostStats
 from ._timeline import PHASES, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
@@ -141,6 +141,8 @@ class Recorder:
     def stats(self) -> dict[str, HostStats]:
         """Per ``host:port`` aggregates of finished requests (in every mode)."""
         if self.aggregate_only:
+            for stats in self._stats.values():
+                stats.flush()
             return dict(self._stats)
         merged = {host: stats.copy() for host, stats in self._stats.items()}
         for state in self._timelines:
@@ -202,10 +204,58 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
     """Add one finished request to per-host aggregates: the request under the host it was
     sent to, each round trip under the host it went to (a redirect may change hosts).
 
-    This runs once per request in aggregate-only mode, so the usual round trip (a pooled
-    connection, no wait for it, body read) takes a short path; it computes exactly what
-    :func:`~aiotrace._timeline.phase_values` does for such a round trip.
+    This runs once per request in aggregate-only mode, so the usual request (one round trip
+    on a pooled connection, no wait for it, body read, no error) takes a short path: it
+    computes exactly what :func:`~aiotrace._timeline.phase_values` does for such a round trip
+    and appends the values to the histograms' pending lists (bucketed later, in batches).
     """
+    hops = state.hops
+    if len(hops) == 1 and state.err is None:
+        hop = hops[0]
+        wrote, first, body = hop.t_wrote_request, hop.t_first_byte, hop.t_body_done
+        cs = hop.conn
+        if (
+            hop.reused
+            and cs is not None
+            and wrote is not None
+            and first is not None
+            and body is not None
+            and hop.t_pool_start is None
+        ):
+            label = cs.host_label
+            if label is None:
+                label = cs.host_label = _host_label(hop.url)
+            stats = into.get(label)
+            if stats is None:
+                stats = into[label] = HostStats()
+            stats.requests += 1
+            stats.round_trips += 1
+            stats.reused += 1
+            status = state.status
+            if status is not None:
+                statuses = stats.statuses
+                statuses[status] = statuses.get(status, 0) + 1
+            send, wait, receive, total = stats.pooled or stats.pooled_phases()
+            t0 = at = hop.t_get_conn
+            d = wrote - at
+            send.append(d * 1000.0 if d > 0.0 else 0.0)
+            if wrote > at:
+                at = wrote
+            d = first - at
+            wait.append(d * 1000.0 if d > 0.0 else 0.0)
+            if first > at:
+                at = first
+            d = body - at
+            receive.append(d * 1000.0 if d > 0.0 else 0.0)
+            total.append(((body if body > at else at) - t0) * 1000.0)
+            if len(total) >= BATCH:
+                stats.flush()
+            return
+    _fold_any(into, state)
+
+
+def _fold_any(into: dict[str, HostStats], state: RequestState) -> None:
+    """``_fold`` for any request (any number of round trips, any outcome)."""
     hops = state.hops
     stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))
     stats.requests += 1
@@ -218,28 +268,6 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
     for hop in hops:
         hop_stats = stats if len(hops) == 1 else _stats_for(into, _host_of(hop))
         hop_stats.round_trips += 1
-        wrote, first, body = hop.t_wrote_request, hop.t_first_byte, hop.t_body_done
-        if (
-            hop.reused
-            and hop.t_pool_start is None
-            and wrote is not None
-            and first is not None
-            and body is not None
-        ):
-            hop_stats.reused += 1
-            t0 = at = hop.t_get_conn
-            d = wrote - at
-            hop_stats.histogram("send").add(d * 1000.0 if d > 0.0 else 0.0)
-            if wrote > at:
-                at = wrote
-            d = first - at
-            hop_stats.histogram("wait").add(d * 1000.0 if d > 0.0 else 0.0)
-            if first > at:
-                at = first
-            d = body - at
-            hop_stats.histogram("receive").add(d * 1000.0 if d > 0.0 else 0.0)
-            total += ((body if body > at else at) - t0) * 1000.0
-            continue
         if hop.reused:
             hop_stats.reused += 1
         values, hop_total, _ = phase_values(hop)

@@ -30,6 +30,8 @@ from aiohttp import web
 from aiohttp.resolver import AsyncResolver
 from aiohttp.test_utils import TestServer
 from haralyzer import HarEntry, HarPage, HarParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peers import (
     DNSServer,
     RawServer,
@@ -1443,6 +1445,32 @@ async def test_aggregate_only_keeps_stats_and_no_timelines(
     assert (bad.requests, bad.round_trips, bad.reused) == (1, 1, 0)
     assert bad.errors == {"ClientConnectorError": 1} and bad.statuses == {}
     assert json.loads(json.dumps(host.to_dict()))["statuses"] == {"200": 11}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.floats(min_value=0.002, max_value=3_000_000.0, allow_nan=False),
+        min_size=1,
+        max_size=2500,
+    ),
+    st.integers(min_value=0, max_value=2500),
+)
+def test_histogram_quantiles_within_two_percent(values: list[float], read_at: int) -> None:
+    """A LatencyHistogram's quantiles are within 2% of the sample's, however its values were
+    batched: added in one go, or read part-way (which buckets what is pending), across the
+    batch size."""
+    hist = aiotrace.LatencyHistogram()
+    for i, ms in enumerate(values):
+        if i == read_at:
+            assert hist.count == i
+        hist.add(ms)
+    ordered = sorted(values)
+    assert (hist.count, hist.min, hist.max) == (len(values), ordered[0], ordered[-1])
+    assert math.isclose(hist.total, math.fsum(values))
+    for q in (0.0, 0.5, 0.9, 0.95, 0.99, 1.0):
+        exact = ordered[int(q * (len(values) - 1))]
+        assert abs(hist.quantile(q) - exact) <= 0.02 * exact, (q, exact)
 
 
 async def test_aggregates_equal_the_timelines_phases(
