@@ -40,15 +40,18 @@ class TracingResponseHandler(ResponseHandler):
     def data_received(self, data: bytes) -> None:
         hop = self.aiotrace_hop
         if hop is not None and hop.t_first_byte is None and data:
-            hop.first_byte()
+            hop.t_first_byte = now = _now()
+            if hop.state.d.got_first_response_byte is not None:
+                hop.first_byte(now)
         _data_received(self, data)
 
     def traced_feed_data(self, data: Any, size: int = 0) -> None:
         """``feed_data`` while a traced round trip owns the connection: sees each message.
 
         The parser hands every response message (1xx ones too) to ``self.feed_data`` from
-        ``data_received``. ``got_conn()`` shadows that method with this one on the instance and
-        the connector's ``_release`` removes it, so untraced requests pay nothing for it.
+        ``data_received``. ``got_conn()`` shadows that method with this one on the instance the
+        first time a traced round trip gets the connection, so connections no traced request
+        used pay nothing for it.
         """
         hop = self.aiotrace_hop
         if hop is not None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse
 
+from ._state import _now
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -68,7 +70,10 @@ class TracingResponseMixin:
     def start(self, connection: Connection) -> Any:
         hop = getattr(connection.protocol, "aiotrace_hop", None)
         if hop is not None and not hop.body_task and hop.t_wrote_request is None:
-            hop.wrote_whole_request(self.request_info.headers)  # type: ignore[attr-defined]
+            if hop.state.d.writes:
+                hop.wrote_whole_request(self.request_info.headers)  # type: ignore[attr-defined]
+            else:
+                hop.t_wrote_headers = hop.t_wrote_request = _now()
         return self._aiotrace_start(connection)
 
 

@@ -107,7 +107,8 @@ async def _traced(
     response = None
     try:
         try:
-            state.start()
+            if state.d.starts:
+                state.start()
             response = await aiohttp_request(method, str_or_url, **kw)
             state.end(response)
         except BaseException as e:  # aiohttp's error, or a propagate_errors hook's

@@ -107,6 +107,7 @@ class ConnState:
         "info",
         "keepalive_disabled",
         "key",
+        "observed",
         "opened_at",
         "released_at",
         "served",
@@ -126,6 +127,7 @@ class ConnState:
         self.host_label: str | None = None  # "host:port", for aggregates
         self.keepalive_disabled = False
         self.server_said_close = False
+        self.observed = False  # the protocol's feed_data is shadowed (see got_conn)
 
     def closing(self, reason: str) -> None:
         """Record why the connection is being closed (the first reason given wins)."""
@@ -460,8 +462,8 @@ class HopState:
 
     # -- reading (loop callbacks: never raise into aiohttp) -----------------------------------
 
-    def first_byte(self) -> None:
-        self.t_first_byte = now = _now()
+    def first_byte(self, now: float) -> None:
+        """The first response byte's hook (the protocol stamps ``t_first_byte`` itself)."""
         h = self.state.d.got_first_response_byte
         if h is not None:
             self.call_in_callback(h, GotFirstResponseByteInfo(request=self.rt, time=now))
@@ -508,6 +510,21 @@ class HopState:
                     request=self.rt, time=_now(), conn=conn.info if conn else None, err=err
                 ),
             )
+
+    def released_to_pool(self) -> None:
+        """``released(None, None)`` for a connection going back to the pool, in one call
+        where no one listens for the body or the pool (the usual traced round trip)."""
+        state = self.state
+        if state.d.releases or self.t_got_conn is None:
+            self.released(None, None)
+            return
+        self.proto = None
+        if self.t_body_done is None:
+            self.t_body_done = now = _now()
+            if self.t_end is None:
+                self.t_end = now
+        if state.hop is self and state.t_end is not None and not state.done:
+            state.finish(None)
 
     def released(self, body_err: BaseException | None, put_err: BaseException | None) -> None:
         """The connection left the round trip: response_body_done, then put_idle_conn, then,
