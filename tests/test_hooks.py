@@ -460,6 +460,33 @@ async def test_thousand_concurrent_requests_keep_their_own_events(
     assert current_request.get() is None and scoped_trace.get() is None
 
 
+async def test_request_made_inside_a_middleware_is_its_own(
+    zone: DNSServer, dns_resolver: AsyncResolver, server: TestServer
+) -> None:
+    """A client middleware that makes a request of its own on the same session (in the same
+    task, inside the outer request): each request gets its own round trips, and the outer
+    one goes on being traced after the inner one returns."""
+    rec = aiotrace.Recorder()
+    base = f"http://a.test:{server.port}"
+
+    async def fetch_token_first(req: aiohttp.ClientRequest, handler: Any) -> Any:
+        if req.url.path == "/redirect/1":
+            assert await fetch(session, f"{base}/") == (200, b"hello")
+        return await handler(req)
+
+    connector = aiotrace.TracingConnector(resolver=dns_resolver)
+    async with aiotrace.traced_session(
+        connector=connector, trace=rec, middlewares=(fetch_token_first,)
+    ) as session:
+        assert await fetch(session, f"{base}/redirect/1") == (200, b"hello")
+    outer, inner = sorted(rec.requests, key=lambda t: len(t.hops), reverse=True)
+    assert [h.url.path for h in outer.hops] == ["/redirect/1", "/"]
+    assert [h.status for h in outer.hops] == [302, 200]
+    assert [h.url.path for h in inner.hops] == ["/"] and inner.hops[0].status == 200
+    assert outer.started_at < inner.started_at and outer.done and inner.done
+    assert current_request.get() is None
+
+
 async def test_tasks_created_inside_the_block_are_traced(
     session: aiohttp.ClientSession, server: TestServer
 ) -> None:
