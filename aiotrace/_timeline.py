@@ -133,6 +133,25 @@ def phase_values(h: HopState) -> tuple[list[float | None], float, tuple[float, f
     return values, total, (marks[0], marks[1], marks[2])
 
 
+def pooled_phase_values(h: HopState) -> tuple[float, float, float] | None:
+    """send, wait and receive (ms) of a finished round trip on a pooled connection that did
+    not wait for it, as :func:`phase_values` computes them; ``None`` for any other."""
+    wrote, first, body = h.t_wrote_request, h.t_first_byte, h.t_body_done
+    if not h.reused or h.t_pool_start is not None or wrote is None or first is None:
+        return None
+    if body is None:
+        return None
+    at = h.t_get_conn
+    send = (wrote - at) * 1000.0 if wrote > at else 0.0
+    if wrote > at:
+        at = wrote
+    wait = (first - at) * 1000.0 if first > at else 0.0
+    if first > at:
+        at = first
+    receive = (body - at) * 1000.0 if body > at else 0.0
+    return send, wait, receive
+
+
 def hop_timings(h: HopState) -> tuple[Timings, Marks]:
     """The phases and marks of one round trip (rules in the module docstring)."""
     values, total, (mark_dns, mark_connect, mark_tls) = phase_values(h)

@@ -159,9 +159,7 @@ safe_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_si
     slo=safe_text,
     resolve=safe_text,
 )
-def test_arbitrary_arguments_never_traceback(
-    url: str, header: str, slo: str, resolve: str
-) -> None:
+def test_arbitrary_arguments_never_traceback(url: str, header: str, slo: str, resolve: str) -> None:
     """Whatever the URL, header, --slo and --resolve text, bad input is a clean exit 2."""
     argv = [url, "-H", header, "--slo", slo, "--resolve", resolve, "--timeout", "0.5"]
     if url.startswith(("http://", "https://")):
@@ -175,7 +173,9 @@ def test_arbitrary_arguments_never_traceback(
 
 def test_text_output_redacts_credentials(refused_port: int) -> None:
     """The terminal output hides URL user info and token values like every other export."""
-    out = run("-m", "aiotrace", f"http://user:hunter2@127.0.0.1:{refused_port}/p?token=s3cr3t&x=[1]")
+    out = run(
+        "-m", "aiotrace", f"http://user:hunter2@127.0.0.1:{refused_port}/p?token=s3cr3t&x=[1]"
+    )
     assert out.returncode == 1
     assert "REDACTED" in out.stdout
     assert "s3cr3t" not in out.stdout

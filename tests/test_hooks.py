@@ -329,7 +329,13 @@ async def test_pool_wait_is_reported_when_limit_per_host_is_full(
     waited = [rid for rid in log.request_ids() if "pool_wait_start" in log.names(rid)]
     assert len(waited) == 1
     names = log.names(waited[0])
-    assert names[:5] == ["request_start", "get_conn", "pool_wait_start", "pool_wait_done", "got_conn"]
+    assert names[:5] == [
+        "request_start",
+        "get_conn",
+        "pool_wait_start",
+        "pool_wait_done",
+        "got_conn",
+    ]
     wait = log.of("pool_wait_done", waited[0])[0]
     assert wait.err is None
     assert wait.time - log.of("pool_wait_start", waited[0])[0].time >= 0.1
@@ -388,12 +394,13 @@ async def test_signal_adapter_feeds_hooks_on_a_plain_session(
 ) -> None:
     """trace_config() alone on a plain ClientSession fires what aiohttp's signals can feed."""
     log = EventLog(HOOKS)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=dns_resolver),
-        trace_configs=[aiotrace.trace_config()],
-    ) as plain, plain.get(
-        f"http://a.test:{server.port}/redirect/1", trace_request_ctx=log.trace
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=dns_resolver),
+            trace_configs=[aiotrace.trace_config()],
+        ) as plain,
+        plain.get(f"http://a.test:{server.port}/redirect/1", trace_request_ctx=log.trace) as resp,
+    ):
         await resp.read()
     assert log.names() == [
         "request_start", "get_conn", "dns_start", "dns_done", "got_conn", "wrote_headers",
@@ -552,7 +559,9 @@ async def test_raising_hook_is_logged_and_the_request_goes_on(
 
     trace = aiotrace.ClientTrace(got_conn=boom, got_first_response_byte=boom, request_end=boom)
     with caplog.at_level(logging.ERROR, logger="aiotrace"):
-        status, body = await fetch(session, f"http://a.test:{server.port}/", trace_request_ctx=trace)
+        status, body = await fetch(
+            session, f"http://a.test:{server.port}/", trace_request_ctx=trace
+        )
     assert (status, body) == (200, b"hello")
     raised = [r for r in caplog.records if r.name == "aiotrace"]
     assert len(raised) == 3
@@ -572,7 +581,11 @@ async def test_propagate_errors_fails_the_request_with_the_hook_error(
 
     url = f"http://a.test:{server.port}/"
     with pytest.raises(HookError):
-        await fetch(session, url, trace_request_ctx=aiotrace.ClientTrace(got_conn=boom, propagate_errors=True))
+        await fetch(
+            session,
+            url,
+            trace_request_ctx=aiotrace.ClientTrace(got_conn=boom, propagate_errors=True),
+        )
     with pytest.raises(HookError):
         await fetch(
             session, url,
@@ -632,5 +645,3 @@ def test_with_client_trace_rejects_non_traces() -> None:
     """with_client_trace() with something that is not a trace fails with a clear TypeError."""
     with pytest.raises(TypeError, match="ClientTrace"), aiotrace.with_client_trace(42):  # type: ignore[arg-type]
         pass
-
-

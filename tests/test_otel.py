@@ -118,6 +118,10 @@ async def test_single_round_trip_is_one_span_with_its_details(
     b = dict(second.attributes)
     assert b["aiotrace.reused"] is True and b["aiotrace.idle_ms"] >= 0.0
     assert b["aiotrace.connection.id"] == a["aiotrace.connection.id"]
+    assert (a["url.full"], b["url.full"]) == (
+        f"http://127.0.0.1:{server.port}/ok",
+        f"http://127.0.0.1:{server.port}/missing",
+    )
     assert b["http.response.status_code"] == 404 and b["error.type"] == "404"
     assert second.status.status_code is StatusCode.ERROR
     assert not [s for s in spans if s.parent is not None]

@@ -42,6 +42,7 @@ from peers import (
 )
 
 import aiotrace
+from aiotrace._timeline import phase_values, pooled_phase_values
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
 MARKS = ("namelookup", "connect", "appconnect", "pretransfer", "starttransfer")
@@ -1501,6 +1502,16 @@ async def test_aggregates_equal_the_timelines_phases(
         assert hist.count == len(values), name
         assert hist.total == pytest.approx(sum(values), abs=1e-6), name
         assert (hist.min, hist.max) == (pytest.approx(min(values)), pytest.approx(max(values)))
+    # The short path the OTel export shares: pooled round trips only, the same three phases.
+    short = [
+        (pooled_phase_values(hop), phase_values(hop)[0])
+        for state in full._timelines
+        for hop in state.hops
+    ]
+    assert sum(fast is not None for fast, _ in short) == 6  # all but the first round trip
+    for fast, values in short:
+        if fast is not None:
+            assert values[:4] == [None] * 4 and tuple(values[4:]) == fast
 
 
 async def test_har_started_date_time_is_the_hop_start(
