@@ -740,15 +740,17 @@ class RequestState:
     def end(self, response: Any) -> None:
         self.t_end = now = _now()
         self.status = status = response.status
-        self.final_url = url = response.url
+        hop = self.hop
+        # The response's URL is its round trip's (both without the fragment): a slot read
+        # instead of ClientResponse.url, a property.
+        self.final_url = url = hop.url if hop is not None else response.url
         h = self.d.request_end
         if h is not None:
             h(RequestEndInfo(request=self.rt, time=now, status=status, url=url, response=response))
         if self.deferred is not None:  # a callback hook failed: the request fails with it
             self.raise_deferred()
-        hop = self.hop
         if hop is None or hop.t_body_done is not None:
-            self.finish(None)
+            self.finish(None, now)
 
     def exception(self, err: BaseException) -> None:
         hop = self.hop
@@ -764,11 +766,14 @@ class RequestState:
                 log.exception("aiotrace: request_exception hook raised; the caller sees aiohttp's")
         self.finish(err)
 
-    def finish(self, err: BaseException | None) -> None:
+    def finish(self, err: BaseException | None, now: float | None = None) -> None:
+        """``request_done``: at ``now`` if the caller just took the time, else now."""
         if self.done:
             return
         self.done = True
-        self.t_done = now = _now()
+        if now is None:
+            now = _now()
+        self.t_done = now
         d = self.d
         h = d.request_done
         if h is not None:
