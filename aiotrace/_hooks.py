@@ -106,9 +106,10 @@ class ClientTrace:
     propagate_errors: bool = False
 
     # Internal observers (a Recorder) see the RequestState itself at start and finish,
-    # so they need no per-event objects: objects with request_started(state) and
-    # request_finished(state), and ``keeps_states`` true if they hold on to states after
-    # request_finished (a finished state no one keeps is taken apart: see RequestState).
+    # so they need no per-event objects: objects with ``on_start`` and ``on_finish``, each
+    # a callable taking the state or None (not wanted: nothing is called), and
+    # ``keeps_states`` true if they hold on to states after on_finish (a finished state no
+    # one keeps is taken apart: see RequestState).
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
@@ -221,11 +222,26 @@ def _chain(calls: list[Callable[[Any], None]]) -> Callable[[Any], None]:
 class Dispatch:
     """One attribute per hook: a callable taking the event, or ``None`` if no one listens."""
 
-    __slots__ = (*HOOK_NAMES, "keeps_states", "observers", "releases", "starts", "writes")
+    __slots__ = (
+        *HOOK_NAMES,
+        "finishers",
+        "keeps_states",
+        "releases",
+        "starters",
+        "starts",
+        "writes",
+    )
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
-        self.observers: tuple[Any, ...] = tuple(o for part in parts for o in part._observers)
-        self.keeps_states = any(getattr(o, "keeps_states", False) for o in self.observers)
+        observers = tuple(o for part in parts for o in part._observers)
+        self.keeps_states = any(o.keeps_states for o in observers)
+        # The observers' callables, read once: a RequestState calls them directly.
+        self.starters: tuple[Callable[[Any], None], ...] = tuple(
+            o.on_start for o in observers if o.on_start is not None
+        )
+        self.finishers: tuple[Callable[[Any], None], ...] = tuple(
+            o.on_finish for o in observers if o.on_finish is not None
+        )
         for name in HOOK_NAMES:
             calls = []
             for part in parts:
@@ -234,7 +250,7 @@ class Dispatch:
                     calls.append(_compile_one(fn, part.propagate_errors))
             setattr(self, name, _chain(calls) if calls else None)
         # One test each on the hot path instead of two or three (see where they are read).
-        self.starts = bool(self.observers) or self.request_start is not None
+        self.starts = bool(self.starters) or self.request_start is not None
         self.writes = not (
             self.wrote_header_field is None
             and self.wrote_headers is None

@@ -7,6 +7,7 @@ took anyway. So recording costs no event objects, whatever the number of hops.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import deque
 from contextlib import AbstractContextManager
@@ -20,6 +21,7 @@ from ._stats import BATCH, HostStats
 from ._timeline import PHASES, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from os import PathLike
     from types import TracebackType
 
@@ -53,9 +55,19 @@ class Recorder:
         self.dropped = 0
         # RequestStates, wrapped as RequestTimeline views when read (no object per request).
         self._timelines: deque[RequestState] = deque(maxlen=max_requests)
-        self.keeps_states = not aggregate_only  # read once, when a trace is compiled
         self._stats: dict[str, HostStats] = {}  # aggregate-only: all; else: dropped ones
         self._dropped_running: set[int] = set()
+        # Observer protocol (see ClientTrace._observers), read once when a trace is compiled:
+        # only what this mode needs is called, and aggregate-only folds without a detour.
+        self.keeps_states = not aggregate_only
+        self.on_start: Callable[[RequestState], None] | None = (
+            None if aggregate_only else self.request_started
+        )
+        self.on_finish: Callable[[RequestState], None] | None = (
+            functools.partial(_fold, self._stats)
+            if aggregate_only
+            else (self.request_finished if max_requests is not None else None)
+        )
         self.trace = ClientTrace(_observers=(self,))
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
@@ -90,14 +102,13 @@ class Recorder:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    # -- observer protocol (called by RequestState) --------------------------------------------
+    # -- observer protocol (on_start / on_finish, called by RequestState) -------------------
     #
     # Full mode does no work at a request's end: a kept timeline is aggregated when someone
     # reads ``stats`` (or when the ring drops it), so the request path pays for one append.
+    # Aggregate-only mode does nothing at the start and folds at the end (_fold).
 
     def request_started(self, state: RequestState) -> None:
-        if self.aggregate_only:
-            return
         timelines = self._timelines
         if timelines.maxlen is not None and len(timelines) == timelines.maxlen:
             self.dropped += 1
@@ -109,9 +120,8 @@ class Recorder:
         timelines.append(state)
 
     def request_finished(self, state: RequestState) -> None:
-        if self.aggregate_only:
-            _fold(self._stats, state)
-        elif self._dropped_running and state.id in self._dropped_running:
+        """A ring's request finished: fold it if the ring dropped it while it ran."""
+        if self._dropped_running and state.id in self._dropped_running:
             self._dropped_running.discard(state.id)
             _fold(self._stats, state)
 

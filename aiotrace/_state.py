@@ -603,7 +603,6 @@ class RequestState:
         "id",
         "method",
         "observer_data",
-        "observers",
         "status",
         "t_done",
         "t_end",
@@ -614,8 +613,7 @@ class RequestState:
     def __init__(self, trace: ClientTrace, method: str, url: Any) -> None:
         self.id = next(_request_ids)
         self.trace = trace
-        d = self.d = trace._dispatch or trace.dispatch()
-        self.observers = d.observers
+        self.d = trace._dispatch or trace.dispatch()
         self.method = method
         self._url = url
         self.t_start = _now()
@@ -688,8 +686,8 @@ class RequestState:
     # -- the request ------------------------------------------------------------------------
 
     def start(self) -> None:
-        for observer in self.observers:
-            observer.request_started(self)
+        for started in self.d.starters:
+            started(self)
         h = self.d.request_start
         if h is not None:
             h(
@@ -778,8 +776,8 @@ class RequestState:
         h = d.request_done
         if h is not None:
             self.call_safely(h, RequestDoneInfo(request=self.rt, time=now, err=err))
-        for observer in self.observers:
-            observer.request_finished(self)
+        for finished in d.finishers:
+            finished(self)
         if not d.keeps_states:
             # Nothing will read the round trips again: drop the state -> hop references, so
             # the state and its hops (which point back at it) are freed as soon as the last
