@@ -31,22 +31,49 @@ def _name(parts: Any) -> str | None:
     return ", ".join("=".join(kv) for rdn in parts for kv in rdn)
 
 
+# Peer certificate (DER) -> (subject, issuer, notAfter). Decoding a certificate into
+# getpeercert()'s dict costs ~20 us; a server shows the same one on every connection, and the
+# DER bytes cost a tenth of that. Bounded: cleared when full.
+# Keyed with the verify mode: unverified, getpeercert() tells nothing (see below).
+_CERT_NAMES: dict[tuple[bytes, int], tuple[str | None, str | None, str | None]] = {}
+_CERT_NAMES_MAX = 256
+
+
+def _peer_names(obj: Any) -> tuple[str | None, str | None, str | None]:
+    try:
+        der = obj.getpeercert(True)
+    except (ValueError, ssl.SSLError):
+        der = None
+    if not der:
+        return None, None, None
+    key = (der, obj.context.verify_mode)
+    names = _CERT_NAMES.get(key)
+    if names is None:
+        try:
+            cert = obj.getpeercert() or {}
+        except (ValueError, ssl.SSLError):
+            cert = {}
+        # With verification off (ssl=False) the dict form is empty: nothing was checked.
+        names = (_name(cert.get("subject")), _name(cert.get("issuer")), cert.get("notAfter"))
+        if len(_CERT_NAMES) >= _CERT_NAMES_MAX:
+            _CERT_NAMES.clear()
+        _CERT_NAMES[key] = names
+    return names
+
+
 def tls_info(obj: Any) -> TLSInfo:
     """What an SSL object (``ssl.SSLObject`` or ``ssl.SSLSocket``) negotiated."""
     cipher = obj.cipher()
-    try:
-        cert = obj.getpeercert() or {}
-    except (ValueError, ssl.SSLError):
-        cert = {}
+    subject, issuer, not_after = _peer_names(obj)
     return TLSInfo(
         version=obj.version(),
         cipher=cipher[0] if cipher else None,
         alpn=obj.selected_alpn_protocol(),
         session_reused=bool(obj.session_reused),
         server_name=obj.server_hostname,
-        peer_subject=_name(cert.get("subject")),
-        peer_issuer=_name(cert.get("issuer")),
-        peer_not_after=cert.get("notAfter"),
+        peer_subject=subject,
+        peer_issuer=issuer,
+        peer_not_after=not_after,
     )
 
 

@@ -226,6 +226,18 @@ async def test_https_fresh_connection_brackets_the_handshake(
     tls = log.of("got_conn")[0].conn.tls
     assert tls is not None and tls.version == done.version
     assert client_ssl_ctx.verify_mode == ssl.CERT_REQUIRED and client_ssl_ctx.check_hostname
+    # The certificate's names are remembered per certificate and verify mode: a connection
+    # made without verification (ssl=False) reports none, a verified one after it does.
+    issuers = []
+    for verify in (False, True):
+        connector = aiotrace.TracingConnector(
+            resolver=dns_resolver, ssl=client_ssl_ctx if verify else False
+        )
+        async with aiotrace.traced_session(connector=connector) as session:
+            with capture_events(HOOKS) as log:
+                assert await fetch(session, f"https://a.test:{srv.port}/") == (200, b"hello")
+        issuers.append(log.of("tls_handshake_done")[0].peer_issuer)
+    assert issuers == [None, done.peer_issuer]
 
 
 async def test_https_per_request_context_and_verification_failure(
