@@ -17,7 +17,7 @@ from ._context import with_client_trace
 from ._har import har_log
 from ._hooks import ClientTrace
 from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import BATCH, HostStats
+from ._stats import BATCH, HostStats, HostTable
 from ._timeline import PHASES, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Recorder:
         self.dropped = 0
         # RequestStates, wrapped as RequestTimeline views when read (no object per request).
         self._timelines: deque[RequestState] = deque(maxlen=max_requests)
-        self._stats: dict[str, HostStats] = {}  # aggregate-only: all; else: dropped ones
+        self._stats = HostTable()  # aggregate-only: all; else: dropped ones
         self._dropped_running: set[int] = set()
         # Observer protocol (see ClientTrace._observers), read once when a trace is compiled:
         # only what this mode needs is called, and aggregate-only folds without a detour.
@@ -151,14 +151,14 @@ class Recorder:
     def stats(self) -> dict[str, HostStats]:
         """Per ``host:port`` aggregates of finished requests (in every mode)."""
         if self.aggregate_only:
-            for stats in self._stats.values():
-                stats.flush()
+            self._stats.flush()
             return dict(self._stats)
-        merged = {host: stats.copy() for host, stats in self._stats.items()}
+        merged = HostTable({host: stats.copy() for host, stats in self._stats.items()})
         for state in self._timelines:
             if state.done:
                 _fold(merged, state)
-        return merged
+        merged.flush()
+        return dict(merged)
 
     def clear(self) -> None:
         """Forget every timeline, connection and aggregate."""
@@ -203,14 +203,14 @@ def _host_of(hop: HopState) -> str:
     return label
 
 
-def _stats_for(into: dict[str, HostStats], host: str) -> HostStats:
+def _stats_for(into: HostTable, host: str) -> HostStats:
     stats = into.get(host)
     if stats is None:
         stats = into[host] = HostStats()
     return stats
 
 
-def _fold(into: dict[str, HostStats], state: RequestState) -> None:
+def _fold(into: HostTable, state: RequestState) -> None:
     """Add one finished request to per-host aggregates: the request under the host it was
     sent to, each round trip under the host it went to (a redirect may change hosts).
 
@@ -258,13 +258,17 @@ def _fold(into: dict[str, HostStats], state: RequestState) -> None:
             d = body - at
             receive.append(d * 1000.0 if d > 0.0 else 0.0)
             total.append(((body if body > at else at) - t0) * 1000.0)
-            if len(total) >= BATCH:
-                stats.flush()
+            if not stats.dirty:
+                stats.dirty = True
+                into.dirty.append(stats)
+            into.pending += 1
+            if into.pending >= BATCH:
+                into.flush()
             return
     _fold_any(into, state)
 
 
-def _fold_any(into: dict[str, HostStats], state: RequestState) -> None:
+def _fold_any(into: HostTable, state: RequestState) -> None:
     """``_fold`` for any request (any number of round trips, any outcome)."""
     hops = state.hops
     stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))

@@ -13,7 +13,7 @@ from itertools import repeat
 from operator import add, mul
 from typing import Any, TypeAlias
 
-__all__ = ["BATCH", "HostStats", "LatencyHistogram", "Quantiles"]
+__all__ = ["BATCH", "HostStats", "HostTable", "LatencyHistogram", "Quantiles"]
 
 _GROWTH = 1.02
 _LOG_GROWTH = math.log(_GROWTH)
@@ -46,10 +46,11 @@ class Quantiles:
 class LatencyHistogram:
     """Counts of millisecond values in log buckets; quantiles within 2%.
 
-    ``add`` only appends to a pending list; values are bucketed in batches (when
-    ``BATCH`` are pending, or when the histogram is read) by C-level ``map``s into a
-    ``Counter``: about a tenth of the cost of bucketing each value in Python, which
-    matters on the request path of an aggregate-only Recorder.
+    ``add`` buckets a value at once. The Recorder's fold appends to ``pending`` instead, for
+    its usual request; pending values are bucketed in batches (``flush``: when the
+    Recorder's table holds ``BATCH`` requests' worth, or when the histogram is read) by
+    C-level ``map``s into a ``Counter``: about a tenth of the cost of bucketing each value in
+    Python, which matters on the request path of an aggregate-only Recorder.
     """
 
     __slots__ = ("_count", "_counts", "_max", "_min", "_total", "pending")
@@ -60,15 +61,24 @@ class LatencyHistogram:
         self._total = 0.0
         self._min = math.inf
         self._max = 0.0
-        # Values not yet bucketed. Callers on hot paths append to it directly and call
-        # ``flush_if_full()`` (see Recorder's fold).
+        # Values not yet bucketed (see the class docstring and HostTable).
         self.pending: list[float] = []
 
     def add(self, ms: float) -> None:
-        pending = self.pending
-        pending.append(ms)
-        if len(pending) >= BATCH:
-            self.flush()
+        self._count += 1
+        self._total += ms
+        if ms < self._min:
+            self._min = ms
+        if ms > self._max:
+            self._max = ms
+        if ms < _MIN_MS:
+            i = 0
+        else:
+            i = int(_log(ms) * _SCALE + _OFFSET)
+            if i > _BUCKETS:
+                i = _BUCKETS
+        counts = self._counts
+        counts[i] = counts.get(i, 0) + 1
 
     def flush(self) -> None:
         """Bucket the pending values."""
@@ -161,7 +171,16 @@ _Pending: TypeAlias = tuple[list[float], list[float], list[float], list[float]]
 class HostStats:
     """One host's requests: counts, statuses, errors, reuse and each phase's histogram."""
 
-    __slots__ = ("errors", "phases", "pooled", "requests", "reused", "round_trips", "statuses")
+    __slots__ = (
+        "dirty",
+        "errors",
+        "phases",
+        "pooled",
+        "requests",
+        "reused",
+        "round_trips",
+        "statuses",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
@@ -171,8 +190,9 @@ class HostStats:
         self.statuses: dict[int, int] = {}
         self.phases: dict[str, LatencyHistogram] = {}
         # The pending lists of send, wait, receive and total, once the fold's short path has
-        # asked for them (pooled_phases): it appends to them directly and flushes at BATCH.
+        # asked for them (pooled_phases): it appends to them directly; see HostTable.
         self.pooled: _Pending | None = None
+        self.dirty = False  # has pending values; listed in its HostTable's ``dirty``
 
     def pooled_phases(self) -> _Pending:
         """The pending lists the fold's short path appends to (see ``pooled``)."""
@@ -186,6 +206,7 @@ class HostStats:
 
     def flush(self) -> None:
         """Bucket every histogram's pending values."""
+        self.dirty = False
         for hist in self.phases.values():
             hist.flush()
 
@@ -223,3 +244,32 @@ class HostStats:
 
 def _as_dict(q: Quantiles) -> dict[str, float]:
     return {f: getattr(q, f) for f in Quantiles.__slots__}
+
+
+class HostTable(dict[str, HostStats]):
+    """Per-host stats with one budget for the values not yet bucketed.
+
+    The fold counts each request it leaves pending and lists the hosts it touched; at
+    ``BATCH`` requests every listed host is flushed. So pending values never exceed ``BATCH``
+    requests' worth, however many hosts there are (a crawl touches thousands, each a few
+    times), and batches stay large where it matters (many requests to few hosts).
+    """
+
+    __slots__ = ("dirty", "pending")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.pending = 0
+        self.dirty: list[HostStats] = []
+
+    def flush(self) -> None:
+        """Bucket every pending value."""
+        for stats in self.dirty:
+            stats.flush()
+        self.dirty.clear()
+        self.pending = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.dirty.clear()
+        self.pending = 0
