@@ -41,7 +41,7 @@ from aiohttp.helpers import is_ip_address
 
 from ._aiohttp_private import dns_cache_state, install_protocol_factory
 from ._context import current_request, running_request
-from ._events import ConnInfo, GotConnInfo
+from ._events import ConnInfo
 from ._protocol import TracingResponseHandler
 from ._request import _response_classes, traced_response_class
 from ._sockets import make_socket_factory
@@ -95,15 +95,13 @@ def got_conn(hop: HopState, conn: Connection) -> None:
         return
     hop.t_got_conn = now = _now()
     if hop.conn is cs:  # _create_connection set it: this hop opened the connection
-        reused = False
-        idle = 0.0
         if hop.attempts:
             hop.connect_settled(None)
     else:
-        reused = hop.reused = True
+        hop.reused = True
         hop.conn = cs
         released = cs.released_at
-        idle = hop.idle_time = now - released if released is not None else 0.0
+        hop.idle_time = now - released if released is not None else 0.0
     if cs.info is None:
         cs.info = _conn_info(proto, cs, hop)
     cs.released_at = None
@@ -120,16 +118,7 @@ def got_conn(hop: HopState, conn: Connection) -> None:
         proto.feed_data = proto.traced_feed_data
     h = hop.state.d.got_conn
     if h is not None:
-        h(
-            GotConnInfo(
-                request=hop.rt,
-                time=now,
-                conn=cs.info,
-                reused=reused,
-                was_idle=reused,
-                idle_time=idle,
-            )
-        )
+        hop.fire_got_conn(h, now)
 
 
 def _conn_info(proto: ResponseHandler, cs: ConnState, hop: HopState) -> ConnInfo:
@@ -275,7 +264,7 @@ class TracingConnector(TCPConnector):
         _base_release(self, key, protocol, should_close=should_close)
         p.aiotrace_hop = None  # detach
         if p.transport is not None and not connector_closed:
-            hop.released_to_pool()
+            hop.released(None, None)  # back in the pool
             return None
         reason = p.aiotrace_conn.close_reason or "closed"
         if connector_closed:

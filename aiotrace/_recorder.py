@@ -18,7 +18,13 @@ from ._har import har_log
 from ._hooks import ClientTrace
 from ._redact import DEFAULT_REDACTION, Redaction
 from ._stats import BATCH, HostStats, HostTable
-from ._timeline import PHASES, ConnectionRecord, RequestTimeline, phase_values
+from ._timeline import (
+    PHASES,
+    ConnectionRecord,
+    RequestTimeline,
+    phase_values,
+    pooled_phase_values,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -215,29 +221,21 @@ def _fold(into: HostTable, state: RequestState) -> None:
     sent to, each round trip under the host it went to (a redirect may change hosts).
 
     This runs once per request in aggregate-only mode, so the usual request (one round trip
-    on a pooled connection, no wait for it, body read, no error) takes a short path: it
-    computes exactly what :func:`~aiotrace._timeline.phase_values` does for such a round trip
-    and appends the values to the histograms' pending lists (bucketed later, in batches).
+    on a pooled connection, no wait for it, body read, no error) takes a short path: its
+    phases from :func:`~aiotrace._timeline.pooled_phase_values`, appended to the histograms'
+    pending lists (bucketed later, in batches; see HostTable).
     """
     hops = state.hops
     if len(hops) == 1 and state.err is None:
         hop = hops[0]
-        wrote, first, body = hop.t_wrote_request, hop.t_first_byte, hop.t_body_done
         cs = hop.conn
-        if (
-            hop.reused
-            and cs is not None
-            and wrote is not None
-            and first is not None
-            and body is not None
-            and hop.t_pool_start is None
-        ):
+        phases = pooled_phase_values(hop) if cs is not None else None
+        if phases is not None:
+            assert cs is not None
             label = cs.host_label
             if label is None:
                 label = cs.host_label = _host_label(hop.url)
-            stats = into.get(label)
-            if stats is None:
-                stats = into[label] = HostStats()
+            stats = _stats_for(into, label)
             stats.requests += 1
             stats.round_trips += 1
             stats.reused += 1
@@ -246,18 +244,11 @@ def _fold(into: HostTable, state: RequestState) -> None:
                 statuses = stats.statuses
                 statuses[status] = statuses.get(status, 0) + 1
             send, wait, receive, total = stats.pooled or stats.pooled_phases()
-            t0 = at = hop.t_get_conn
-            d = wrote - at
-            send.append(d * 1000.0 if d > 0.0 else 0.0)
-            if wrote > at:
-                at = wrote
-            d = first - at
-            wait.append(d * 1000.0 if d > 0.0 else 0.0)
-            if first > at:
-                at = first
-            d = body - at
-            receive.append(d * 1000.0 if d > 0.0 else 0.0)
-            total.append(((body if body > at else at) - t0) * 1000.0)
+            s, w, r = phases
+            send.append(s)
+            wait.append(w)
+            receive.append(r)
+            total.append(s + w + r)  # the phases are laid end to end (phase_values)
             if not stats.dirty:
                 stats.dirty = True
                 into.dirty.append(stats)

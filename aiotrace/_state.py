@@ -403,17 +403,23 @@ class HopState:
             self.connect_settled(None)
         h = self.state.d.got_conn
         if h is not None:
-            assert conn.info is not None
-            h(
-                GotConnInfo(
-                    request=self.rt,
-                    time=now,
-                    conn=conn.info,
-                    reused=reused,
-                    was_idle=reused,
-                    idle_time=idle_time,
-                )
+            self.fire_got_conn(h, now)
+
+    def fire_got_conn(self, h: Callable[[Any], None], now: float) -> None:
+        """Call the got_conn hook ``h`` with what the round trip got (fields already set)."""
+        conn = self.conn
+        assert conn is not None
+        assert conn.info is not None
+        h(
+            GotConnInfo(
+                request=self.rt,
+                time=now,
+                conn=conn.info,
+                reused=self.reused,
+                was_idle=self.reused,
+                idle_time=self.idle_time,
             )
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -511,29 +517,22 @@ class HopState:
                 ),
             )
 
-    def released_to_pool(self) -> None:
-        """``released(None, None)`` for a connection going back to the pool, in one call
-        where no one listens for the body or the pool (the usual traced round trip)."""
-        state = self.state
-        if state.d.releases or self.t_got_conn is None:
-            self.released(None, None)
-            return
-        self.proto = None
-        if self.t_body_done is None:
-            self.t_body_done = now = _now()
-            if self.t_end is None:
-                self.t_end = now
-        if state.hop is self and state.t_end is not None and not state.done:
-            state.finish(None)
-
     def released(self, body_err: BaseException | None, put_err: BaseException | None) -> None:
         """The connection left the round trip: response_body_done, then put_idle_conn, then,
         if the request already returned this hop's response, request_done (rule 4)."""
         self.proto = None
-        self.body_done(body_err)
         state = self.state
-        if state.d.put_idle_conn is not None:
-            self.put_idle_conn(put_err)
+        d = state.d
+        if d.releases:
+            self.body_done(body_err)
+            if d.put_idle_conn is not None:
+                self.put_idle_conn(put_err)
+        elif self.t_body_done is None and self.t_got_conn is not None:
+            # body_done's stamps, where no one listens for the body or the pool: one Python
+            # call fewer for the usual traced round trip.
+            self.t_body_done = now = _now()
+            if self.t_end is None:
+                self.t_end = now
         if state.hop is self and state.t_end is not None and not state.done:
             # A body cut by an error after the response was returned fails the request now.
             failed = self.err

@@ -198,10 +198,13 @@ class HostStats:
         """The pending lists the fold's short path appends to (see ``pooled``)."""
         pooled = self.pooled
         if pooled is None:
-            send, wait, receive, total = (
-                self.histogram(n).pending for n in ("send", "wait", "receive", "total")
+            h = self.histogram
+            pooled = self.pooled = (
+                h("send").pending,
+                h("wait").pending,
+                h("receive").pending,
+                h("total").pending,
             )
-            pooled = self.pooled = (send, wait, receive, total)
         return pooled
 
     def flush(self) -> None:

@@ -137,9 +137,9 @@ def pooled_phase_values(h: HopState) -> tuple[float, float, float] | None:
     """send, wait and receive (ms) of a finished round trip on a pooled connection that did
     not wait for it, as :func:`phase_values` computes them; ``None`` for any other."""
     wrote, first, body = h.t_wrote_request, h.t_first_byte, h.t_body_done
-    if not h.reused or h.t_pool_start is not None or wrote is None or first is None:
+    if not h.reused or h.t_pool_start is not None:
         return None
-    if body is None:
+    if wrote is None or first is None or body is None:
         return None
     at = h.t_get_conn
     send = (wrote - at) * 1000.0 if wrote > at else 0.0
