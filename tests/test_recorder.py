@@ -1477,6 +1477,37 @@ def test_histogram_quantiles_within_two_percent(values: list[float], read_at: in
         assert abs(hist.quantile(q) - exact) <= 0.02 * exact, (q, exact)
 
 
+_EDGES = [0.0, 0.0005, 0.001, 0.00102, 0.001 * 1.02**7, 1.0, 3_600_000.0, 10_000_000.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_EDGES),
+            st.floats(min_value=0.0, max_value=10_000_000.0, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=600,
+    )
+)
+def test_histogram_batches_bucket_as_add_does(values: list[float]) -> None:
+    """A batch flush (sorted, one bisection per bucket) puts every value in the bucket
+    ``add`` would: under 1 us, on bucket edges and past the last bucket included."""
+    one_by_one = aiotrace.LatencyHistogram()
+    batched = aiotrace.LatencyHistogram()
+    for ms in values:
+        one_by_one.add(ms)
+    batched.pending.extend(values)
+    batched.flush()
+    assert batched._counts == one_by_one._counts
+    assert (batched.count, batched.min, batched.max) == (
+        one_by_one.count,
+        one_by_one.min,
+        one_by_one.max,
+    )
+
+
 async def test_aggregates_equal_the_timelines_phases(
     session: aiohttp.ClientSession, server: TestServer
 ) -> None:
