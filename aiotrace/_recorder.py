@@ -225,9 +225,8 @@ def _fold(into: HostTable, state: RequestState) -> None:
     phases from :func:`~aiotrace._timeline.pooled_phase_values`, appended to the histograms'
     pending lists (bucketed later, in batches; see HostTable).
     """
-    hops = state.hops
-    if len(hops) == 1 and state.err is None:
-        hop = hops[0]
+    hop = state.hop
+    if hop is not None and state.hop_list is None and state.err is None:  # one round trip
         cs = hop.conn
         phases = pooled_phase_values(hop) if cs is not None else None
         if phases is not None:

@@ -598,7 +598,7 @@ class RequestState:
         "err",
         "final_url",
         "hop",
-        "hops",
+        "hop_list",
         "id",
         "method",
         "observer_data",
@@ -616,8 +616,10 @@ class RequestState:
         self.method = method
         self._url = url
         self.t_start = _now()
-        self.hops: list[HopState] = []
-        self.hop: HopState | None = None
+        self.hop: HopState | None = None  # the current round trip
+        # Every round trip, once there is a second; None for one (the usual request: one
+        # object fewer for the cyclic GC to see, per request a Recorder keeps).
+        self.hop_list: list[HopState] | None = None
         self.final_url: URL | None = None
         self.status: int | None = None
         self.err: BaseException | None = None
@@ -644,6 +646,15 @@ class RequestState:
 
     def __repr__(self) -> str:
         return f"<RequestState #{self.id} {self.method} {self.url} hops={len(self.hops)}>"
+
+    @property
+    def hops(self) -> list[HopState]:
+        """Every round trip so far, in order."""
+        more = self.hop_list
+        if more is not None:
+            return more
+        hop = self.hop
+        return [] if hop is None else [hop]
 
     @property
     def started_at(self) -> float:
@@ -723,7 +734,12 @@ class RequestState:
             if h is not None:
                 reason = "stale pooled connection" if prev.reused else "connection failed"
                 h(RetryInfo(request=hop.rt, time=_now(), reason=reason, err=err))
-        self.hops.append(hop)
+        if prev is not None:
+            more = self.hop_list
+            if more is None:
+                self.hop_list = [prev, hop]
+            else:
+                more.append(hop)
         self.hop = hop
         h = self.d.get_conn
         if h is not None:
@@ -783,7 +799,7 @@ class RequestState:
             # reference goes, not by a garbage-collector pass (measured: ~4k instructions
             # a request of GC traversal). A hop may still be called after this (a connection
             # lost late); it reaches only the state's own fields.
-            self.hops = []
+            self.hop_list = None
             self.hop = None
             self._rt0 = None
 

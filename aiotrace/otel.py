@@ -87,10 +87,12 @@ class OTelTrace:
         # what aiotrace adds is built from per-URL and per-connection parts made once.
         parent = state.observer_data
         state.observer_data = None
-        hops = state.hops
-        single = len(hops) == 1
+        first = state.hop
+        single = first is not None and state.hop_list is None
         attrs: dict[str, Any] = (
-            self._hop_attributes(hops[0]) if single else {"aiotrace.hops": len(hops)}
+            self._hop_attributes(first)
+            if first is not None and single
+            else {"aiotrace.hops": len(state.hops)}
         )
         attrs.update(self._url_attributes(state._url, state))
         attrs["http.request.method"] = state.method
@@ -121,7 +123,7 @@ class OTelTrace:
             span.set_status(Status(StatusCode.ERROR))
         if not single:
             ctx = otel_trace.set_span_in_context(span, parent)
-            for hop in hops:
+            for hop in state.hops:
                 self._hop_span(hop, ctx)
         span.end(end_time=_ns(state.t_done or state.t_end or state.t_start))
 
