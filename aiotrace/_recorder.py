@@ -259,7 +259,8 @@ def _fold(into: HostTable, state: RequestState) -> None:
 
 
 def _fold_any(into: HostTable, state: RequestState) -> None:
-    """``_fold`` for any request (any number of round trips, any outcome)."""
+    """``_fold`` for any request (any number of round trips, any outcome); its values are left
+    pending too, and the request counts towards the table's batch."""
     hops = state.hops
     stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))
     stats.requests += 1
@@ -275,8 +276,18 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         if hop.reused:
             hop_stats.reused += 1
         values, hop_total, _ = phase_values(hop)
+        histograms = hop_stats.phases
         for name, ms in zip(PHASES, values, strict=True):
             if ms is not None:
-                hop_stats.add_phase(name, ms)
+                (histograms.get(name) or hop_stats.histogram(name)).pending.append(ms)
+        if not hop_stats.dirty:
+            hop_stats.dirty = True
+            into.dirty.append(hop_stats)
         total += hop_total
-    stats.histogram("total").add(total)
+    (stats.phases.get("total") or stats.histogram("total")).pending.append(total)
+    if not stats.dirty:
+        stats.dirty = True
+        into.dirty.append(stats)
+    into.pending += 1
+    if into.pending >= BATCH:
+        into.flush()
