@@ -66,8 +66,11 @@ class Recorder:
         # Observer protocol (see ClientTrace._observers), read once when a trace is compiled:
         # only what this mode needs is called, and aggregate-only folds without a detour.
         self.keeps_states = not aggregate_only
+        # Unbounded, starting a request is an append: the deque's own method, no frame.
         self.on_start: Callable[[RequestState], None] | None = (
-            None if aggregate_only else self.request_started
+            None
+            if aggregate_only
+            else (self.request_started if max_requests is not None else self._timelines.append)
         )
         self.on_finish: Callable[[RequestState], None] | None = (
             functools.partial(_fold, self._stats)
