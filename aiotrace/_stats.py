@@ -274,6 +274,18 @@ class HostTable(dict[str, HostStats]):
         self.pending = 0
         self.dirty: list[HostStats] = []
 
+    def touched(self, stats: HostStats) -> None:
+        """``stats`` has values pending: list it for the next flush."""
+        if not stats.dirty:
+            stats.dirty = True
+            self.dirty.append(stats)
+
+    def folded(self) -> None:
+        """One more request's values are pending; at ``BATCH`` requests, bucket them all."""
+        self.pending += 1
+        if self.pending >= BATCH:
+            self.flush()
+
     def flush(self) -> None:
         """Bucket every pending value."""
         for stats in self.dirty:
