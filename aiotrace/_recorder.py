@@ -255,7 +255,7 @@ def _fold(into: HostTable, state: RequestState) -> None:
             if not stats.dirty:
                 stats.dirty = True
                 into.dirty.append(stats)
-            into.pending += 1
+            into.pending += 4
             if into.pending >= BATCH:
                 into.flush()
             return
@@ -264,7 +264,7 @@ def _fold(into: HostTable, state: RequestState) -> None:
 
 def _fold_any(into: HostTable, state: RequestState) -> None:
     """``_fold`` for any request (any number of round trips, any outcome); its values are left
-    pending too, and the request counts towards the table's batch."""
+    pending too, and count towards the table's batch."""
     hops = state.hops
     stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))
     stats.requests += 1
@@ -274,6 +274,7 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
     elif state.status is not None:
         stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
     total = 0.0
+    pending = 1  # total
     for hop in hops:
         hop_stats = stats if len(hops) == 1 else _stats_for(into, _host_of(hop))
         hop_stats.round_trips += 1
@@ -284,8 +285,9 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         for name, ms in zip(PHASES, values, strict=True):
             if ms is not None:
                 (histograms.get(name) or hop_stats.histogram(name)).pending.append(ms)
+                pending += 1
         into.touched(hop_stats)
         total += hop_total
     (stats.phases.get("total") or stats.histogram("total")).pending.append(total)
     into.touched(stats)
-    into.folded()
+    into.folded(pending)
