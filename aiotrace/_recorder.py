@@ -281,13 +281,12 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         if hop.reused:
             hop_stats.reused += 1
         values, hop_total, _ = phase_values(hop)
-        histograms = hop_stats.phases
         for name, ms in zip(PHASES, values, strict=True):
             if ms is not None:
-                (histograms.get(name) or hop_stats.histogram(name)).pending.append(ms)
+                hop_stats.histogram(name).pending.append(ms)
                 pending += 1
         into.touched(hop_stats)
         total += hop_total
-    (stats.phases.get("total") or stats.histogram("total")).pending.append(total)
+    stats.histogram("total").pending.append(total)
     into.touched(stats)
     into.folded(pending)

@@ -23,6 +23,16 @@ _OFFSET = 1.0 - math.log(_MIN_MS) * _SCALE
 _log = math.log
 # Bucket i >= 1 holds [_LOWER[i], _LOWER[i + 1]); bucket 0 everything under _MIN_MS.
 _LOWER = [0.0] + [_MIN_MS * _GROWTH ** (i - 1) for i in range(1, _BUCKETS + 2)]
+
+
+def _bucket(ms: float) -> int:
+    """The bucket of a value: 0 under _MIN_MS, then 2% wide, the last one open-ended."""
+    if ms < _MIN_MS:
+        return 0
+    i = int(_log(ms) * _SCALE + _OFFSET)
+    return i if i < _BUCKETS else _BUCKETS
+
+
 BATCH = 4096  # values left pending across a Recorder's hosts (~1,000 pooled requests' worth)
 
 
@@ -67,12 +77,7 @@ class LatencyHistogram:
             self._min = ms
         if ms > self._max:
             self._max = ms
-        if ms < _MIN_MS:
-            i = 0
-        else:
-            i = int(_log(ms) * _SCALE + _OFFSET)
-            if i > _BUCKETS:
-                i = _BUCKETS
+        i = _bucket(ms)
         counts = self._counts
         counts[i] = counts.get(i, 0) + 1
 
@@ -99,13 +104,7 @@ class LatencyHistogram:
         counts = self._counts
         pos = 0
         while pos < n:
-            ms = values[pos]
-            if ms < _MIN_MS:
-                i = 0
-            else:
-                i = int(_log(ms) * _SCALE + _OFFSET)
-                if i > _BUCKETS:
-                    i = _BUCKETS
+            i = _bucket(values[pos])
             # The values of bucket i end where bucket i + 1 begins (the last bucket takes the
             # rest); at least one value is taken, whatever rounding says at the edge.
             end = bisect_left(values, _LOWER[i + 1], pos) if i < _BUCKETS else n
@@ -231,10 +230,6 @@ class HostStats:
             h = new.phases[name] = LatencyHistogram()
             h.merge(hist)
         return new
-
-    def add_phase(self, name: str, ms: float | None) -> None:
-        if ms is not None:
-            self.histogram(name).add(ms)
 
     def histogram(self, name: str) -> LatencyHistogram:
         """The phase's histogram, made empty the first time it is asked for."""
