@@ -107,9 +107,9 @@ class ClientTrace:
 
     # Internal observers (a Recorder) see the RequestState itself at start and finish,
     # so they need no per-event objects: objects with ``on_start`` and ``on_finish``, each
-    # a callable taking the state or None (not wanted: nothing is called), and
-    # ``keeps_states`` true if they hold on to states after on_finish (a finished state no
-    # one keeps is taken apart: see RequestState).
+    # a callable taking the state or None (not wanted: nothing is called). An observer that
+    # holds on to a state after on_finish sets ``state.pinned`` (a finished state no one
+    # pinned is taken apart: see RequestState.finish).
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
@@ -225,7 +225,6 @@ class Dispatch:
     __slots__ = (
         *HOOK_NAMES,
         "finishers",
-        "keeps_states",
         "releases",
         "starters",
         "starts",
@@ -234,7 +233,6 @@ class Dispatch:
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
         observers = tuple(o for part in parts for o in part._observers)
-        self.keeps_states = any(o.keeps_states for o in observers)
         # The observers' callables, read once: a RequestState calls them directly.
         self.starters: tuple[Callable[[Any], None], ...] = tuple(
             o.on_start for o in observers if o.on_start is not None

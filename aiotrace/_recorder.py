@@ -1,21 +1,22 @@
 """``Recorder``: keeps timelines of traced requests, or only their aggregates.
 
-A Recorder's ``trace`` sets no hooks: it observes each request's state at its start (to keep
-start order) and at its end (to aggregate), and reads the timeline from the stamps the state
-took anyway. So recording costs no event objects, whatever the number of hops.
+A Recorder's ``trace`` sets no hooks: it observes each request's state at its start (so that
+running requests can be read) and at its end (to keep it, frozen into plain values: see
+``_kept.py``; or, aggregate-only, to fold it), and reads the timeline from the stamps the
+state took anyway. So recording costs no event objects, whatever the number of hops.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections import deque
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ._context import with_client_trace
 from ._har import har_log
 from ._hooks import ClientTrace
+from ._kept import KeptRequests
 from ._redact import DEFAULT_REDACTION, Redaction
 from ._stats import BATCH, HostStats, HostTable
 from ._timeline import (
@@ -41,7 +42,8 @@ __all__ = ["Recorder"]
 class Recorder:
     """Records every request traced with ``rec.trace`` as a :class:`RequestTimeline`.
 
-    ``max_requests`` keeps only the newest N timelines (``dropped`` counts the rest);
+    ``max_requests`` keeps only the newest N finished timelines, and those still running
+    (``dropped`` counts the rest);
     ``aggregate_only=True`` keeps no timelines at all, only per-host aggregates
     (``stats``), so memory stays flat however long it runs.
     """
@@ -58,30 +60,27 @@ class Recorder:
         self.max_requests = max_requests
         self.aggregate_only = aggregate_only
         self.redaction = redaction
-        self.dropped = 0
-        # RequestStates, wrapped as RequestTimeline views when read (no object per request).
-        self._timelines: deque[RequestState] = deque(maxlen=max_requests)
-        self._stats = HostTable()  # aggregate-only: all; else: dropped ones
-        self._dropped_running: set[int] = set()
-        # Observer protocol (see ClientTrace._observers), read once when a trace is compiled:
-        # only what this mode needs is called, and aggregate-only folds without a detour.
-        self.keeps_states = not aggregate_only
-        # Unbounded, starting a request is an append: the deque's own method, no frame.
-        self.on_start: Callable[[RequestState], None] | None = (
-            None
-            if aggregate_only
-            else (self.request_started if max_requests is not None else self._timelines.append)
-        )
-        self.on_finish: Callable[[RequestState], None] | None = (
-            functools.partial(_fold, self._stats)
-            if aggregate_only
-            else (self.request_finished if max_requests is not None else None)
-        )
+        # Aggregates of every finished request, folded as each finishes: aggregate-only and
+        # a ring (max_requests). Unbounded, a Recorder folds the requests it keeps when
+        # someone reads ``stats``, and the request path pays nothing for it.
+        self._stats = HostTable()
         self.trace = ClientTrace(_observers=(self,))
+        # Observer protocol (see ClientTrace._observers), read once when a trace is compiled.
+        fold = functools.partial(_fold, self._stats)
+        self._kept: KeptRequests | None = None
+        self.on_start: Callable[[RequestState], None] | None = None
+        self.on_finish: Callable[[RequestState], None] = fold
+        if not aggregate_only:  # keep them, compactly (see _kept.py)
+            kept = self._kept = KeptRequests(
+                self.trace, max_requests, fold if max_requests is not None else None
+            )
+            self.on_start = kept.running.add  # a set's own method: no frame
+            self.on_finish = kept.on_finish
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
     def __repr__(self) -> str:
-        mode = "aggregate-only" if self.aggregate_only else f"{len(self._timelines)} kept"
+        kept = self._kept
+        mode = "aggregate-only" if kept is None else f"{len(kept)} kept"
         return f"<Recorder {mode}, {self.dropped} dropped>"
 
     # -- scoping ----------------------------------------------------------------------------
@@ -111,41 +110,26 @@ class Recorder:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    # -- observer protocol (on_start / on_finish, called by RequestState) -------------------
-    #
-    # Full mode does no work at a request's end: a kept timeline is aggregated when someone
-    # reads ``stats`` (or when the ring drops it), so the request path pays for one append.
-    # Aggregate-only mode does nothing at the start and folds at the end (_fold).
-
-    def request_started(self, state: RequestState) -> None:
-        timelines = self._timelines
-        if timelines.maxlen is not None and len(timelines) == timelines.maxlen:
-            self.dropped += 1
-            oldest = timelines[0]
-            if oldest.done:
-                _fold(self._stats, oldest)
-            else:
-                self._dropped_running.add(oldest.id)
-        timelines.append(state)
-
-    def request_finished(self, state: RequestState) -> None:
-        """A ring's request finished: fold it if the ring dropped it while it ran."""
-        if self._dropped_running and state.id in self._dropped_running:
-            self._dropped_running.discard(state.id)
-            _fold(self._stats, state)
-
     # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Finished requests ``max_requests`` let go of (still counted in ``stats``)."""
+        return 0 if self._kept is None else self._kept.dropped
+
+    def _states(self) -> list[RequestState]:
+        return [] if self._kept is None else self._kept.states()
 
     @property
     def requests(self) -> list[RequestTimeline]:
         """The kept timelines, in start order."""
-        return [RequestTimeline(state) for state in self._timelines]
+        return [RequestTimeline(state) for state in self._states()]
 
     @property
     def connections(self) -> list[ConnectionRecord]:
         """Every connection the kept requests used, by id, with the round trips it served."""
         records: dict[int, ConnectionRecord] = {}
-        for state in self._timelines:
+        for state in self._states():
             for hop in state.hops:
                 cs = hop.conn
                 if cs is None or cs.info is None:
@@ -159,22 +143,21 @@ class Recorder:
     @property
     def stats(self) -> dict[str, HostStats]:
         """Per ``host:port`` aggregates of finished requests (in every mode)."""
-        if self.aggregate_only:
+        if self.aggregate_only or self.max_requests is not None:  # folded as they finished
             self._stats.flush()
             return dict(self._stats)
-        merged = HostTable({host: stats.copy() for host, stats in self._stats.items()})
-        for state in self._timelines:
+        table = HostTable()
+        for state in self._states():
             if state.done:
-                _fold(merged, state)
-        merged.flush()
-        return dict(merged)
+                _fold(table, state)
+        table.flush()
+        return dict(table)
 
     def clear(self) -> None:
         """Forget every timeline, connection and aggregate."""
-        self._timelines.clear()
+        if self._kept is not None:
+            self._kept.clear()
         self._stats.clear()
-        self._dropped_running.clear()
-        self.dropped = 0
 
     # -- exports ----------------------------------------------------------------------------
 

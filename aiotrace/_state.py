@@ -602,6 +602,7 @@ class RequestState:
         "id",
         "method",
         "observer_data",
+        "pinned",
         "status",
         "t_done",
         "t_end",
@@ -628,6 +629,9 @@ class RequestState:
         self.done = False
         self.deferred: BaseException | None = None
         self.observer_data: Any = None  # an observer's own per-request value (OTel's context)
+        # Someone reads the round trips after the request finishes (a Recorder keeping the
+        # state whole, or a timeline view taken while it ran): finish() leaves them attached.
+        self.pinned = False
         self._rt0: RoundTrip | None = None
         self._serial: SerialRunner | None = None
 
@@ -793,7 +797,7 @@ class RequestState:
             self.call_safely(h, RequestDoneInfo(request=self.rt, time=now, err=err))
         for finished in d.finishers:
             finished(self)
-        if not d.keeps_states:
+        if not self.pinned:
             # Nothing will read the round trips again: drop the state -> hop references, so
             # the state and its hops (which point back at it) are freed as soon as the last
             # reference goes, not by a garbage-collector pass (measured: ~4k instructions

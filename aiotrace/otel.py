@@ -70,7 +70,6 @@ class OTelTrace:
         self._tracer = otel_trace.get_tracer("aiotrace", __version__, tracer_provider)
         self._redaction = redaction
         # Observer protocol (see ClientTrace._observers).
-        self.keeps_states = False
         self.on_start = self.request_started
         self.on_finish = self.request_finished
         self.trace = ClientTrace(_observers=(self,))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import json
 import math
 import os
@@ -42,6 +43,10 @@ from peers import (
 )
 
 import aiotrace
+import aiotrace._har
+import aiotrace._kept
+import aiotrace._recorder
+import aiotrace._stats
 from aiotrace._timeline import phase_values, pooled_phase_values
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
@@ -1418,6 +1423,110 @@ async def test_max_requests_keeps_the_newest(
     assert (rec.requests, rec.connections, rec.stats, rec.dropped) == ([], [], {}, 0)
 
 
+class _Originals:
+    """An observer that keeps each finished RequestState itself (pinned), for comparing with
+    what a Recorder that ran before it kept."""
+
+    on_start = None
+
+    def __init__(self) -> None:
+        self.states: list[Any] = []
+
+    def on_finish(self, state: Any) -> None:
+        state.pinned = True
+        self.states.append(state)
+
+
+async def test_kept_requests_read_exactly_as_they_ran(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """What a Recorder keeps (the usual request frozen into plain values, others whole) reads
+    back exactly as the request's own state does: timelines, HAR, connections, aggregates.
+    Covers pooled requests given as strings, with params, with a fragment and as URL objects
+    (frozen), and a new connection, a redirect and a 404 (kept whole)."""
+    rec = aiotrace.Recorder()
+    originals = _Originals()
+    base = f"http://a.test:{server.port}"
+    urls: list[Any] = [
+        f"{base}/",  # new connection: whole
+        f"{base}/?i=1",
+        f"{base}/?q=caf%C3%A9&x=a+b",
+        f"{base}/#frag",
+        aiohttp.client.URL(f"{base}/?as=url"),
+        f"{base}/missing",  # a 404 is a response, not an error: frozen
+        f"{base}/redirect/relative/1",  # whole
+    ]
+    # The Recorder's observer runs first (inner), then the one keeping the originals.
+    with (
+        aiotrace.with_client_trace(aiotrace.ClientTrace(_observers=(originals,))),
+        aiotrace.with_client_trace(rec.trace),
+    ):
+        for url in urls:
+            await fetch(session, url)
+        await fetch(session, f"{base}/", params={"p": "1"})
+    kept = rec._kept
+    assert kept is not None
+    whole = [row for row in kept.rows[1 :: aiotrace._kept.ROW] if row is not None]
+    assert len(whole) == 2  # the first request and the redirect; the other six frozen
+    theirs = [aiotrace.RequestTimeline(s) for s in originals.states]
+    ours = rec.requests
+    assert [t.id for t in ours] == [t.id for t in theirs]
+    for mine, orig in zip(ours, theirs, strict=True):
+        assert mine.to_dict() == orig.to_dict()
+        assert repr(mine) == repr(orig)
+        assert (mine.url, mine.final_url) == (orig.url, orig.final_url)
+        assert mine.hops == orig.hops and mine.marks == orig.marks
+    assert rec.to_har() == aiotrace._har.har_log(theirs, rec.redaction)
+    records = rec.connections
+    assert len(records) == 1 and records[0].to_dict()["requests"] == [
+        {"request": t.id, "hop": h.index, "idle_ms": h.idle_time * 1000.0}
+        for t in theirs
+        for h in t.hops
+    ]
+    agg = aiotrace._stats.HostTable()
+    for state in originals.states:
+        aiotrace._recorder._fold(agg, state)
+    agg.flush()
+    assert {k: v.to_dict() for k, v in rec.stats.items()} == {
+        k: v.to_dict() for k, v in agg.items()
+    }
+
+
+async def test_kept_requests_hold_nothing_the_collector_tracks(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A Recorder keeps the usual finished request as plain values: 300 more pooled requests,
+    each to a URL of its own, leave no more than a handful of new GC-tracked objects (kept as
+    their states, they were at least 600)."""
+    base = f"http://a.test:{server.port}/?i="
+    async with aiotrace.Recorder() as rec:
+        for i in range(400):  # warm up: connection, caches (yarl keeps recent URLs)
+            await fetch(session, f"{base}w{i}")
+        gc.collect()
+        before = len(gc.get_objects())
+        for i in range(300):
+            await fetch(session, f"{base}{i}")
+        gc.collect()
+        after = len(gc.get_objects())
+    assert len(rec.requests) == 700
+    assert after - before < 50, after - before
+
+
+async def test_max_requests_ring_cuts_rows_and_keeps_counting(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A ring of 3 over 60 requests holds at most 3 + 16 frozen rows at any time, shows the
+    newest 3, counts 57 dropped, and its aggregates count all 60."""
+    async with aiotrace.Recorder(max_requests=3) as rec:
+        for i in range(60):
+            await fetch(session, f"http://a.test:{server.port}/?i={i}")
+            assert rec._kept is not None and len(rec._kept.rows) <= 19 * aiotrace._kept.ROW
+    assert [t.url.query["i"] for t in rec.requests] == ["57", "58", "59"]
+    assert rec.dropped == 57
+    assert rec.stats[f"a.test:{server.port}"].requests == 60
+    assert [c.id for c in rec.connections] == [rec.requests[0].hops[0].connection.id]  # type: ignore[union-attr]
+
+
 async def test_aggregate_only_keeps_stats_and_no_timelines(
     session: aiohttp.ClientSession, server: TestServer, refused_port: int
 ) -> None:
@@ -1539,7 +1648,7 @@ async def test_aggregates_equal_the_timelines_phases(
     # The short path the OTel export shares: pooled round trips only, the same three phases.
     short = [
         (pooled_phase_values(hop), phase_values(hop)[0])
-        for state in full._timelines
+        for state in full._states()
         for hop in state.hops
     ]
     assert sum(fast is not None for fast, _ in short) == 6  # all but the first round trip
