@@ -186,13 +186,13 @@ class HopState:
         "t_first_byte",
         "t_get_conn",
         "t_got_conn",
+        "t_pool_start",
         "t_wrote_headers",
         "t_wrote_request",
         "url",
     )
 
     # New connections and failures only (see above).
-    t_pool_start: float | None = None
     t_pool_done: float | None = None
     t_dns_start: float | None = None
     t_dns_done: float | None = None
@@ -219,6 +219,7 @@ class HopState:
         self.attempt = attempt
         self.t_get_conn = _now()
         # Stamps; None until the step happens.
+        self.t_pool_start: float | None = None  # a slot: every pooled fast path tests it
         self.t_got_conn: float | None = None
         self.t_wrote_headers: float | None = None
         self.t_wrote_request: float | None = None
