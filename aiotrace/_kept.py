@@ -48,7 +48,7 @@ __all__ = ["ROW", "KeptRequests"]
 
 # A row: 0 id, 1 the state if kept whole (else None), 2 method, 3 the URL the caller gave if a
 # string (None: the round trip's), 4 status, 5 t_start, 6 t_end, 7 t_done, 8 the round trip's
-# method, 9-13 its URL's parts (see _url_parts), 14 its status, 15 t_get_conn, 16 t_got_conn,
+# method, 9-13 its URL's parts (_PARTS), 14 its status, 15 t_get_conn, 16 t_got_conn,
 # 17 t_wrote_headers, 18 t_wrote_request, 19 t_first_byte, 20 t_body_done, 21 its t_end,
 # 22 idle_time, 23 connection id.
 ROW = 24
@@ -101,7 +101,7 @@ class KeptRequests:
         def keep(
             state: RequestState,
             discard: Callable[[RequestState], None] = self.running.discard,
-            append: Callable[[Any], None] = self.rows.extend,
+            extend: Callable[[Any], None] = self.rows.extend,
             rows: list[Any] = self.rows,
             conns: dict[int, ConnState] = self.conns,
         ) -> None:
@@ -129,7 +129,7 @@ class KeptRequests:
                     cid = cs.id
                     if cid not in conns:
                         conns[cid] = cs
-                    append(
+                    extend(
                         (
                             state.id,
                             None,
@@ -161,7 +161,7 @@ class KeptRequests:
                         trim()
                     return
             state.pinned = True  # kept whole (rule 2)
-            append((state.id, state, *_WHOLE_PAD))
+            extend((state.id, state, *_WHOLE_PAD))
             if len(rows) >= high:
                 trim()
 
