@@ -54,8 +54,9 @@ __all__ = ["ROW", "KeptRequests"]
 ROW = 24
 _WHOLE_PAD = (None,) * (ROW - 2)
 
-# yarl keeps a URL as five encoded strings, read here from its private slots (yarl 1.25.1;
-# checked at import: without them every request is kept whole, correct and only slower).
+# yarl keeps a URL as five encoded strings, read here from its private slots (yarl 1.18.0 to
+# 1.25.1; yarl 1.17 keeps one ``_val``). Checked at import: without them every request is
+# kept whole, correct and only slower (tested).
 _PARTS = ("_scheme", "_netloc", "_path", "_query", "_fragment")
 _URL_PARTS = all(name in getattr(URL, "__slots__", ()) for name in _PARTS)
 

@@ -1492,6 +1492,24 @@ async def test_kept_requests_read_exactly_as_they_ran(
     }
 
 
+async def test_without_yarls_url_parts_requests_are_kept_whole(
+    session: aiohttp.ClientSession, server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a yarl whose URL does not keep the five parts _kept.py reads (yarl 1.17 keeps one
+    ``_val``), every request is kept whole, and reads as the frozen ones do elsewhere."""
+    monkeypatch.setattr(aiotrace._kept, "_URL_PARTS", False)
+    rec = aiotrace.Recorder()
+    with aiotrace.with_client_trace(rec.trace):
+        for i in range(3):
+            await fetch(session, f"http://a.test:{server.port}/?i={i}")
+    kept = rec._kept
+    assert kept is not None
+    assert all(row is not None for row in kept.rows[1 :: aiotrace._kept.ROW])
+    assert [t.url.query["i"] for t in rec.requests] == ["0", "1", "2"]
+    assert [h.reused for t in rec.requests for h in t.hops] == [False, True, True]
+    assert rec.stats[f"a.test:{server.port}"].requests == 3
+
+
 async def test_kept_requests_hold_nothing_the_collector_tracks(
     session: aiohttp.ClientSession, server: TestServer
 ) -> None:
