@@ -47,7 +47,8 @@ def test_user_info_and_sensitive_params_never_survive(
     assert secret not in text
     assert f"{user}@" not in text
     redacted = URL(text)
-    assert redacted.query.getall(secret_param) == [REDACTED]
+    # Every value of a sensitive name is redacted (params may hold the same name again).
+    assert set(redacted.query.getall(secret_param)) == {REDACTED}
     for name, value in params:
         if name.lower() not in Redaction().query_params:
             assert value in redacted.query.getall(name)
