@@ -13,10 +13,12 @@ values the collector does not track, a kept request costs it nothing.
 The rules this module keeps:
 
 1. A frozen request is one row of ``ROW`` values appended to one flat list: ints, floats,
-   strings and ``None`` only (never a container, nothing the collector tracks). Its
-   connection is kept by id, in ``conns``; its URL as yarl's five encoded parts.
-2. Only the usual request is frozen: one round trip, on a pooled connection that did not
-   wait for the pool, no error, URL as aiohttp sent it. Any other request is kept whole: its
+   strings and ``None`` only (never a container, nothing the collector tracks), but for one
+   tuple of such values when the request opened a connection or waited for the pool. Its
+   connection is kept by id, in ``conns`` (one ConnState per connection, not per request);
+   its URL as yarl's five encoded parts.
+2. Only the usual request is frozen: one round trip (on a pooled connection or a new one), no
+   error, URL as aiohttp sent it. Any other request (redirects, retries, errors) is kept whole: its
    row holds the state itself, pinned so that ``RequestState.finish`` leaves its round trips
    attached. A state seen by a reader while it ran is pinned too (the reader's view must
    see it finish), and kept whole.
@@ -46,12 +48,17 @@ if TYPE_CHECKING:
 
 __all__ = ["ROW", "KeptRequests"]
 
-# A row: 0 id, 1 the state if kept whole (else None), 2 method, 3 the URL the caller gave if a
-# string (None: the round trip's), 4 status, 5 t_start, 6 t_end, 7 t_done, 8 the round trip's
-# method, 9-13 its URL's parts (_PARTS), 14 its status, 15 t_get_conn, 16 t_got_conn,
-# 17 t_wrote_headers, 18 t_wrote_request, 19 t_first_byte, 20 t_body_done, 21 its t_end,
-# 22 idle_time, 23 connection id.
+# A row: 0 id, 1 None (a pooled round trip), the tail (below) or the state kept whole, 2 method,
+# 3 the URL the caller gave if a string (None: the round trip's), 4 status, 5 t_start, 6 t_end,
+# 7 t_done, 8 the round trip's method, 9-13 its URL's parts (_PARTS), 14 its status,
+# 15 t_get_conn, 16 t_got_conn, 17 t_wrote_headers, 18 t_wrote_request, 19 t_first_byte,
+# 20 t_body_done, 21 its t_end, 22 idle_time, 23 connection id.
+# The tail, for a new connection or a wait for the pool (one tuple of plain values: the one
+# object such a row keeps, beside its connection's): reused, t_pool_start, t_pool_done,
+# t_dns_start, t_dns_done, dns_host, addrs (joined by commas), dns_cached, dns_coalesced,
+# t_connect_start, t_connect_done, t_tls_start, t_tls_done, reuse_miss.
 ROW = 24
+_POOLED = (True, None, None, None, None, None, None, False, False, None, None, None, None, None)
 _WHOLE_PAD = (None,) * (ROW - 2)
 
 # yarl keeps a URL as five encoded strings, read here from its private slots (yarl 1.18.0 to
@@ -112,11 +119,10 @@ class KeptRequests:
             hop = state.hop
             if (
                 hop is not None
-                and hop.reused
                 and state.hop_list is None
                 and state.err is None
                 and hop.err is None
-                and hop.t_pool_start is None
+                and (cs := hop.conn) is not None
                 and not state.pinned
                 and state.final_url is (url := hop.url)
                 and url_parts
@@ -125,15 +131,34 @@ class KeptRequests:
                 if caller is url:
                     caller = None
                 if caller is None or type(caller) is str:
-                    cs = hop.conn
-                    assert cs is not None
                     cid = cs.id
                     if cid not in conns:
                         conns[cid] = cs
+                    tail = None
+                    if not hop.reused or hop.t_pool_start is not None:
+                        # A new connection, or a wait for the pool: what a pooled round trip
+                        # leaves unset, as one tuple of plain values (see ROW).
+                        addrs = hop.addrs
+                        tail = (
+                            hop.reused,
+                            hop.t_pool_start,
+                            hop.t_pool_done,
+                            hop.t_dns_start,
+                            hop.t_dns_done,
+                            hop.dns_host,
+                            ",".join(addrs) if addrs else None,
+                            hop.dns_cached,
+                            hop.dns_coalesced,
+                            hop.t_connect_start,
+                            hop.t_connect_done,
+                            hop.t_tls_start,
+                            hop.t_tls_done,
+                            hop.reuse_miss,
+                        )
                     extend(
                         (
                             state.id,
-                            None,
+                            tail,
                             state.method,
                             caller,
                             state.status,
@@ -203,16 +228,21 @@ class KeptRequests:
         self.trimmed = 0
 
     def _thaw(self, rows: list[Any], i: int) -> RequestState:
-        whole = rows[i + 1]
-        if whole is not None:
-            state: RequestState = whole
-            return state
+        kept = rows[i + 1]
+        if kept is not None and type(kept) is not tuple:
+            whole: RequestState = kept
+            return whole
         (
             rid, _, method, caller, status, t_start, t_end, t_done,
             hop_method, scheme, netloc, path, query, fragment, hop_status,
             t_get_conn, t_got_conn, t_wrote_headers, t_wrote_request, t_first_byte,
             t_body_done, hop_t_end, idle_time, cid,
         ) = rows[i : i + ROW]  # fmt: skip
+        (
+            reused, t_pool_start, t_pool_done, t_dns_start, t_dns_done, dns_host, addrs,
+            dns_cached, dns_coalesced, t_connect_start, t_connect_done, t_tls_start,
+            t_tls_done, reuse_miss,
+        ) = kept or _POOLED  # fmt: skip
         url = _thaw_url(scheme, netloc, path, query, fragment)
         state = RequestState.__new__(RequestState)
         for name in RequestState.__slots__:
@@ -245,8 +275,22 @@ class KeptRequests:
         hop.t_body_done = t_body_done
         hop.t_end = hop_t_end
         hop.conn = self.conns[cid]
-        hop.reused = True
+        hop.reused = reused
         hop.idle_time = idle_time
+        hop.t_pool_start = t_pool_start
+        if not reused or t_pool_start is not None:  # HopState's class-level defaults otherwise
+            hop.t_pool_done = t_pool_done
+            hop.t_dns_start = t_dns_start
+            hop.t_dns_done = t_dns_done
+            hop.dns_host = dns_host
+            hop.addrs = tuple(addrs.split(",")) if addrs else ()
+            hop.dns_cached = dns_cached
+            hop.dns_coalesced = dns_coalesced
+            hop.t_connect_start = t_connect_start
+            hop.t_connect_done = t_connect_done
+            hop.t_tls_start = t_tls_start
+            hop.t_tls_done = t_tls_done
+            hop.reuse_miss = reuse_miss
         hop.status = hop_status
         hop.body_task = False
         state.hop = hop

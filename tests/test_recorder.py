@@ -1464,11 +1464,52 @@ async def test_kept_requests_read_exactly_as_they_ran(
         for url in urls:
             await fetch(session, url)
         await fetch(session, f"{base}/", params={"p": "1"})
+    _assert_kept_as_they_ran(rec, originals, whole=1)  # the redirect; the other seven frozen
+
+
+async def test_kept_new_tls_connections_and_pool_waits_read_as_they_ran(
+    zone: DNSServer,
+    dns_resolver: AsyncResolver,
+    aiohttp_server: ServerFactory,
+    server_ssl_ctx: ssl.SSLContext,
+    client_ssl_ctx: ssl.SSLContext,
+) -> None:
+    """Requests that each open a TLS connection (DNS, connect and TLS phases, a reuse miss),
+    and requests that wait for the pool, are frozen and read back as their states do."""
+    srv = await aiohttp_server(make_app(), ssl=server_ssl_ctx)
+    rec = aiotrace.Recorder()
+    originals = _Originals()
+    url = f"https://a.test:{srv.port}/slow?s=0.01"
+    for connector in (
+        aiotrace.TracingConnector(resolver=dns_resolver, ssl=client_ssl_ctx, force_close=True),
+        aiotrace.TracingConnector(resolver=dns_resolver, ssl=client_ssl_ctx, limit=1),
+    ):
+        async with aiotrace.traced_session(connector=connector) as session:
+            with (
+                aiotrace.with_client_trace(aiotrace.ClientTrace(_observers=(originals,))),
+                aiotrace.with_client_trace(rec.trace),
+            ):
+                await asyncio.gather(*(fetch(session, url) for _ in range(3)))
+    timelines = rec.requests
+    assert sum(h.timings.tls is not None for t in timelines for h in t.hops) == 4
+    assert sum(h.timings.blocked is not None for t in timelines for h in t.hops) == 2
+    _assert_kept_as_they_ran(rec, originals, whole=0)
+
+
+def _kept_whole(kept: aiotrace._kept.KeptRequests) -> int:
+    """How many rows hold a state kept whole (a frozen row holds None or a tuple there)."""
+    return sum(
+        r is not None and not isinstance(r, tuple) for r in kept.rows[1 :: aiotrace._kept.ROW]
+    )
+
+
+def _assert_kept_as_they_ran(rec: aiotrace.Recorder, originals: _Originals, whole: int) -> None:
+    """What ``rec`` kept reads exactly as the states ``originals`` kept, ``whole`` of them kept
+    as they were and the rest frozen."""
     kept = rec._kept
     assert kept is not None
-    whole = [row for row in kept.rows[1 :: aiotrace._kept.ROW] if row is not None]
-    assert len(whole) == 2  # the first request and the redirect; the other six frozen
-    theirs = [aiotrace.RequestTimeline(s) for s in originals.states]
+    assert _kept_whole(kept) == whole
+    theirs = [aiotrace.RequestTimeline(s) for s in sorted(originals.states, key=lambda s: s.id)]
     ours = rec.requests
     assert [t.id for t in ours] == [t.id for t in theirs]
     for mine, orig in zip(ours, theirs, strict=True):
@@ -1477,12 +1518,14 @@ async def test_kept_requests_read_exactly_as_they_ran(
         assert (mine.url, mine.final_url) == (orig.url, orig.final_url)
         assert mine.hops == orig.hops and mine.marks == orig.marks
     assert rec.to_har() == aiotrace._har.har_log(theirs, rec.redaction)
-    records = rec.connections
-    assert len(records) == 1 and records[0].to_dict()["requests"] == [
-        {"request": t.id, "hop": h.index, "idle_ms": h.idle_time * 1000.0}
-        for t in theirs
-        for h in t.hops
-    ]
+    served: dict[int, list[dict[str, Any]]] = {}
+    for t in theirs:
+        for h in t.hops:
+            assert h.connection is not None
+            served.setdefault(h.connection.id, []).append(
+                {"request": t.id, "hop": h.index, "idle_ms": h.idle_time * 1000.0}
+            )
+    assert {c.id: c.to_dict()["requests"] for c in rec.connections} == served
     agg = aiotrace._stats.HostTable()
     for state in originals.states:
         aiotrace._recorder._fold(agg, state)
@@ -1504,7 +1547,7 @@ async def test_without_yarls_url_parts_requests_are_kept_whole(
             await fetch(session, f"http://a.test:{server.port}/?i={i}")
     kept = rec._kept
     assert kept is not None
-    assert all(row is not None for row in kept.rows[1 :: aiotrace._kept.ROW])
+    assert _kept_whole(kept) == 3
     assert [t.url.query["i"] for t in rec.requests] == ["0", "1", "2"]
     assert [h.reused for t in rec.requests for h in t.hops] == [False, True, True]
     assert rec.stats[f"a.test:{server.port}"].requests == 3
