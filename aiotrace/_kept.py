@@ -17,10 +17,10 @@ The rules this module keeps:
    tuple of such values when the request opened a connection or waited for the pool. Its
    connection is kept by id, in ``conns`` (one ConnState per connection, not per request);
    its URL as yarl's five encoded parts.
-2. Only the usual request is frozen: one round trip (on a pooled connection or a new one), no
-   error, URL as aiohttp sent it. Any other request (redirects, retries, errors) is kept whole: its
-   row holds the state itself, pinned so that ``RequestState.finish`` leaves its round trips
-   attached. A state seen by a reader while it ran is pinned too (the reader's view must
+2. Only the usual request is frozen: one round trip (on a pooled connection or a new one),
+   no error, URL as aiohttp sent it. Any other request (redirects, retries, errors) is kept
+   whole: its row holds the state itself, pinned so that ``RequestState.finish`` leaves its
+   round trips attached. A state seen by a reader while it ran is pinned too (the reader's view must
    see it finish), and kept whole.
 3. Thawing a row gives a RequestState and HopState that every reader (timelines, HAR,
    connections, aggregates) reads exactly as it would have read the originals.
@@ -126,68 +126,65 @@ class KeptRequests:
                 and not state.pinned
                 and state.final_url is (url := hop.url)
                 and url_parts
+                and ((caller := state._url) is url or type(caller) is str)
             ):
-                caller = state._url
                 if caller is url:
                     caller = None
-                if caller is None or type(caller) is str:
-                    cid = cs.id
-                    if cid not in conns:
-                        conns[cid] = cs
-                    tail = None
-                    if not hop.reused or hop.t_pool_start is not None:
-                        # A new connection, or a wait for the pool: what a pooled round trip
-                        # leaves unset, as one tuple of plain values (see ROW).
-                        addrs = hop.addrs
-                        tail = (
-                            hop.reused,
-                            hop.t_pool_start,
-                            hop.t_pool_done,
-                            hop.t_dns_start,
-                            hop.t_dns_done,
-                            hop.dns_host,
-                            ",".join(addrs) if addrs else None,
-                            hop.dns_cached,
-                            hop.dns_coalesced,
-                            hop.t_connect_start,
-                            hop.t_connect_done,
-                            hop.t_tls_start,
-                            hop.t_tls_done,
-                            hop.reuse_miss,
-                        )
-                    extend(
-                        (
-                            state.id,
-                            tail,
-                            state.method,
-                            caller,
-                            state.status,
-                            state.t_start,
-                            state.t_end,
-                            state.t_done,
-                            hop.method,
-                            url._scheme,
-                            url._netloc,
-                            url._path,
-                            url._query,
-                            url._fragment,
-                            hop.status,
-                            hop.t_get_conn,
-                            hop.t_got_conn,
-                            hop.t_wrote_headers,
-                            hop.t_wrote_request,
-                            hop.t_first_byte,
-                            hop.t_body_done,
-                            hop.t_end,
-                            hop.idle_time,
-                            cid,
-                        )
+                cid = cs.id
+                if cid not in conns:
+                    conns[cid] = cs
+                tail = None
+                if not hop.reused or hop.t_pool_start is not None:
+                    # A new connection, or a wait for the pool: what a pooled round trip
+                    # leaves unset, as one tuple of plain values (see ROW).
+                    addrs = hop.addrs
+                    tail = (
+                        hop.reused,
+                        hop.t_pool_start,
+                        hop.t_pool_done,
+                        hop.t_dns_start,
+                        hop.t_dns_done,
+                        hop.dns_host,
+                        ",".join(addrs) if addrs else None,
+                        hop.dns_cached,
+                        hop.dns_coalesced,
+                        hop.t_connect_start,
+                        hop.t_connect_done,
+                        hop.t_tls_start,
+                        hop.t_tls_done,
+                        hop.reuse_miss,
                     )
-                    if len(rows) >= high:
-                        trim()
-                    return
-            state.pinned = True  # kept whole (rule 2)
-            extend((state.id, state, *_WHOLE_PAD))
+                extend(
+                    (
+                        state.id,
+                        tail,
+                        state.method,
+                        caller,
+                        state.status,
+                        state.t_start,
+                        state.t_end,
+                        state.t_done,
+                        hop.method,
+                        url._scheme,
+                        url._netloc,
+                        url._path,
+                        url._query,
+                        url._fragment,
+                        hop.status,
+                        hop.t_get_conn,
+                        hop.t_got_conn,
+                        hop.t_wrote_headers,
+                        hop.t_wrote_request,
+                        hop.t_first_byte,
+                        hop.t_body_done,
+                        hop.t_end,
+                        hop.idle_time,
+                        cid,
+                    )
+                )
+            else:
+                state.pinned = True  # kept whole (rule 2)
+                extend((state.id, state, *_WHOLE_PAD))
             if len(rows) >= high:
                 trim()
 
@@ -202,24 +199,24 @@ class KeptRequests:
         for state in running:
             state.pinned = True  # a reader may hold its view until it finishes (rule 2)
         rows = self.rows
-        start = 0 if self.limit is None else max(0, len(rows) - self.limit * ROW)
+        start = len(rows) - self._shown() * ROW
         states = [self._thaw(rows, i) for i in range(start, len(rows), ROW)]
         states.extend(running)
         states.sort(key=_by_id)
         return states
 
+    def _shown(self) -> int:
+        """Finished requests readers see: every row, or with a limit the newest ``limit``."""
+        rows = len(self.rows) // ROW
+        return rows if self.limit is None else min(rows, self.limit)
+
     def __len__(self) -> int:
-        kept = len(self.rows) // ROW
-        if self.limit is not None and kept > self.limit:
-            kept = self.limit
-        return kept + len(self.running)
+        return self._shown() + len(self.running)
 
     @property
     def dropped(self) -> int:
-        """Finished requests the ring let go of."""
-        kept = len(self.rows) // ROW
-        extra = 0 if self.limit is None else max(0, kept - self.limit)
-        return self.trimmed + extra
+        """Finished requests the ring let go of (cut, or past the limit and not cut yet)."""
+        return self.trimmed + len(self.rows) // ROW - self._shown()
 
     def clear(self) -> None:
         self.running.clear()
