@@ -18,13 +18,12 @@ from ._har import har_log
 from ._hooks import ClientTrace
 from ._kept import KeptRequests
 from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import BATCH, HostStats, HostTable
+from ._stats import BATCH, ROWS_LIMIT, HostStats, HostTable
 from ._timeline import (
     PHASES,
     ConnectionRecord,
     RequestTimeline,
     phase_values,
-    pooled_phase_values,
 )
 
 if TYPE_CHECKING:
@@ -208,39 +207,30 @@ def _fold(into: HostTable, state: RequestState) -> None:
 
     This runs once per request in aggregate-only mode, so the usual request (one round trip
     on a pooled connection, no wait for it, body read, no error) takes a short path: its
-    phases from :func:`~aiotrace._timeline.pooled_phase_values`, appended to the histograms'
-    pending lists (bucketed later, in batches; see HostTable).
+    host and stamps go to the table's rows as they are, and ``HostTable.fold_rows`` turns a
+    batch of rows into counts and phases (those of
+    :func:`~aiotrace._timeline.pooled_phase_values`) at once.
     """
     hop = state.hop
-    if hop is not None and state.hop_list is None and state.err is None:  # one round trip
-        cs = hop.conn
-        phases = pooled_phase_values(hop) if cs is not None else None
-        if phases is not None:
-            assert cs is not None
+    if (
+        hop is not None
+        and state.hop_list is None
+        and state.err is None
+        and hop.reused
+        and hop.t_pool_start is None
+        and (cs := hop.conn) is not None
+    ):
+        wrote, first, body = hop.t_wrote_request, hop.t_first_byte, hop.t_body_done
+        if wrote is not None and first is not None and body is not None:
             label = cs.host_label
             if label is None:
                 label = cs.host_label = _host_label(hop.url)
-            stats = _stats_for(into, label)
-            stats.requests += 1
-            stats.round_trips += 1
-            stats.reused += 1
-            status = state.status
-            if status is not None:
-                statuses = stats.statuses
-                statuses[status] = statuses.get(status, 0) + 1
-            send, wait, receive, total = stats.pooled or stats.pooled_phases()
-            s, w, r = phases
-            send.append(s)
-            wait.append(w)
-            receive.append(r)
-            total.append(s + w + r)  # the phases are laid end to end (phase_values)
-            # HostTable.touched and .folded, inline on the path nearly every request takes.
-            if not stats.dirty:
-                stats.dirty = True
-                into.dirty.append(stats)
-            into.pending += 4
-            if into.pending >= BATCH:
-                into.flush()
+            rows = into.rows
+            rows += (label, state.status, hop.t_get_conn, wrote, first, body)
+            if len(rows) >= ROWS_LIMIT:
+                into.fold_rows()
+                if into.pending >= BATCH:
+                    into.flush()
             return
     _fold_any(into, state)
 

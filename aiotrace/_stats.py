@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-__all__ = ["BATCH", "HostStats", "HostTable", "LatencyHistogram", "Quantiles"]
+from ._timeline import pooled_phase_columns
+
+__all__ = ["BATCH", "ROW", "ROWS_LIMIT", "HostStats", "HostTable", "LatencyHistogram", "Quantiles"]
 
 _GROWTH = 1.02
 _LOG_GROWTH = math.log(_GROWTH)
@@ -34,6 +37,10 @@ def _bucket(ms: float) -> int:
 
 
 BATCH = 4096  # values left pending across a Recorder's hosts (~1,000 pooled requests' worth)
+# A row of HostTable.rows: host label, status, t_get_conn, t_wrote_request, t_first_byte,
+# t_body_done of one request on a pooled connection; folded ROWS_LIMIT // ROW at a time.
+ROW = 6
+ROWS_LIMIT = BATCH // 4 * ROW
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,19 +263,24 @@ def _as_dict(q: Quantiles) -> dict[str, float]:
 class HostTable(dict[str, HostStats]):
     """Per-host stats with one budget for the values not yet bucketed.
 
-    The fold counts the values it leaves pending and lists the hosts it touched; at ``BATCH``
-    values every listed host is flushed. So pending values stay under ``BATCH``, however
-    many hosts there are (a crawl touches thousands, each a few times) and however many
-    values a request brings (4 on a pooled connection, up to 9 per round trip on a new one),
-    and batches stay large where it matters (many requests to few hosts).
+    The usual request (one round trip on a pooled connection that did not wait for it, no
+    error) reaches the table as a row of six plain values appended to ``rows`` (the
+    Recorder's fold); ``fold_rows`` folds them a batch at a time, column by column. Every
+    other request is folded at once, its values left pending. The table counts the values
+    left pending and lists the hosts it touched; at ``BATCH`` values every listed host is
+    flushed. So pending values stay under ``BATCH``, however many hosts there are (a crawl
+    touches thousands, each a few times) and however many values a request brings (4 on a
+    pooled connection, up to 9 per round trip on a new one), and batches stay large where it
+    matters (many requests to few hosts).
     """
 
-    __slots__ = ("dirty", "pending")
+    __slots__ = ("dirty", "pending", "rows")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending = 0
         self.dirty: list[HostStats] = []
+        self.rows: list[Any] = []  # ROW values a request, see ROW
 
     def touched(self, stats: HostStats) -> None:
         """``stats`` has values pending: list it for the next flush."""
@@ -282,8 +294,55 @@ class HostTable(dict[str, HostStats]):
         if self.pending >= BATCH:
             self.flush()
 
+    def fold_rows(self) -> None:
+        """Fold the pending rows: their counts, and their phases left pending (see ``rows``).
+
+        Slices and C-level maps do the per-request work (``pooled_phase_columns``), so a
+        request costs no Python frame here; only rows for more than one host are split by a
+        Python loop first.
+        """
+        rows = self.rows
+        if not rows:
+            return
+        labels = rows[0::ROW]
+        groups: Any
+        if labels.count(labels[0]) == len(labels):  # one host: the usual batch
+            groups = ((labels[0], rows),)
+        else:
+            by_host: dict[str, list[Any]] = {}
+            for i in range(0, len(rows), ROW):
+                group = by_host.get(rows[i])
+                if group is None:
+                    group = by_host[rows[i]] = []
+                group += rows[i : i + ROW]
+            groups = by_host.items()
+        for label, group in groups:
+            stats = self.get(label)
+            if stats is None:
+                stats = self[label] = HostStats()
+            n = len(group) // ROW
+            stats.requests += n
+            stats.round_trips += n
+            stats.reused += n
+            statuses = stats.statuses
+            for status, count in Counter(group[1::ROW]).items():
+                if status is not None:
+                    statuses[status] = statuses.get(status, 0) + count
+            send, wait, receive, total = stats.pooled or stats.pooled_phases()
+            s, w, r, t = pooled_phase_columns(
+                group[2::ROW], group[3::ROW], group[4::ROW], group[5::ROW]
+            )
+            send += s
+            wait += w
+            receive += r
+            total += t
+            self.touched(stats)
+            self.pending += 4 * n
+        rows.clear()
+
     def flush(self) -> None:
-        """Bucket every pending value."""
+        """Fold the pending rows and bucket every pending value."""
+        self.fold_rows()
         for stats in self.dirty:
             stats.flush()
         self.dirty.clear()
@@ -292,4 +351,5 @@ class HostTable(dict[str, HostStats]):
     def clear(self) -> None:
         super().clear()
         self.dirty.clear()
+        self.rows.clear()
         self.pending = 0

@@ -22,6 +22,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -47,6 +48,7 @@ import aiotrace._har
 import aiotrace._kept
 import aiotrace._recorder
 import aiotrace._stats
+import aiotrace._timeline
 from aiotrace._timeline import phase_values, pooled_phase_values
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
@@ -1729,3 +1731,70 @@ async def test_har_started_date_time_is_the_hop_start(
     assert started.utcoffset() == dt.timedelta(0)
     assert started.timestamp() == pytest.approx(rec.requests[0].hops[0].started_at, abs=0.0015)
     assert abs(started.timestamp() - time.time()) < 5
+
+
+@given(
+    st.lists(
+        st.tuples(*[st.floats(min_value=0.0, max_value=10.0, allow_nan=False)] * 4),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_pooled_phase_columns_equal_pooled_phase_values(
+    stamps: list[tuple[float, float, float, float]],
+) -> None:
+    """The aggregate fold's batch of pooled round trips gives each one the phases
+    ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
+    hops = [
+        SimpleNamespace(
+            reused=True,
+            t_pool_start=None,
+            t_get_conn=g,
+            t_wrote_request=w,
+            t_first_byte=f,
+            t_body_done=b,
+        )
+        for g, w, f, b in stamps
+    ]
+    columns = aiotrace._timeline.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
+    for i, hop in enumerate(hops):
+        one = pooled_phase_values(hop)  # type: ignore[arg-type]
+        assert one is not None
+        send, wait, receive = one
+        assert (columns[0][i], columns[1][i], columns[2][i]) == pytest.approx((send, wait, receive))
+        assert columns[3][i] == pytest.approx(send + wait + receive)
+        assert min(columns[0][i], columns[1][i], columns[2][i]) >= 0.0
+
+
+async def test_aggregate_batches_split_by_host(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """Pooled requests to two hosts, interleaved, land in one batch of rows: each host gets its
+    own requests, statuses and phases, as the full Recorder's timelines report them."""
+    full = aiotrace.Recorder()
+    agg = aiotrace.Recorder(aggregate_only=True)
+    with aiotrace.with_client_trace(full.trace), aiotrace.with_client_trace(agg.trace):
+        for i in range(6):
+            host = "a.test" if i % 3 else "b.test"
+            path = "/missing" if i == 4 else "/"
+            async with session.get(f"http://{host}:{server.port}{path}") as resp:
+                await resp.read()
+    assert agg._stats.rows, "the pooled requests were left as rows, not folded one by one"
+    stats = agg.stats
+    assert set(stats) == {f"a.test:{server.port}", f"b.test:{server.port}"}
+    for key, host in stats.items():
+        mine = [t for t in full.requests if f"{t.url.host}:{t.url.port}" == key]
+        assert host.requests == host.round_trips == len(mine) == (4 if key.startswith("a") else 2)
+        assert host.reused == len(mine) - 1  # the first to each host opened the connection
+        statuses: dict[int, int] = {}
+        for t in mine:
+            assert t.status is not None
+            statuses[t.status] = statuses.get(t.status, 0) + 1
+        assert host.statuses == statuses
+        assert host.phases["total"].count == len(mine)
+        assert host.phases["total"].total == pytest.approx(
+            sum(t.timings.total for t in mine), abs=1e-6
+        )
+        assert host.phases["wait"].total == pytest.approx(
+            sum(h.timings.wait or 0.0 for t in mine for h in t.hops), abs=1e-6
+        )
