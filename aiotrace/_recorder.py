@@ -20,7 +20,6 @@ from ._kept import KeptRequests
 from ._redact import DEFAULT_REDACTION, Redaction
 from ._stats import BATCH, ROWS_LIMIT, HostStats, HostTable
 from ._timeline import (
-    PHASES,
     ConnectionRecord,
     RequestTimeline,
     phase_values,
@@ -238,28 +237,31 @@ def _fold(into: HostTable, state: RequestState) -> None:
 def _fold_any(into: HostTable, state: RequestState) -> None:
     """``_fold`` for any request (any number of round trips, any outcome); its values are left
     pending too, and count towards the table's batch."""
-    hops = state.hops
+    hop = state.hop
+    hops = state.hop_list or (() if hop is None else (hop,))
     stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))
     stats.requests += 1
-    if state.err is not None:
-        name = type(state.err).__name__
+    err = state.err
+    if err is not None:
+        name = type(err).__name__
         stats.errors[name] = stats.errors.get(name, 0) + 1
-    elif state.status is not None:
-        stats.statuses[state.status] = stats.statuses.get(state.status, 0) + 1
+    elif (status := state.status) is not None:
+        stats.statuses[status] = stats.statuses.get(status, 0) + 1
+    if len(hops) == 1:  # the usual case: one call
+        hop = hops[0]
+        stats.round_trips += 1
+        if hop.reused:
+            stats.reused += 1
+        values, total, _ = phase_values(hop)
+        into.leave(stats, values, total)
+        return
     total = 0.0
-    pending = 1  # total
     for hop in hops:
-        hop_stats = stats if len(hops) == 1 else _stats_for(into, _host_of(hop))
+        hop_stats = _stats_for(into, _host_of(hop))
         hop_stats.round_trips += 1
         if hop.reused:
             hop_stats.reused += 1
         values, hop_total, _ = phase_values(hop)
-        for name, ms in zip(PHASES, values, strict=True):
-            if ms is not None:
-                hop_stats.histogram(name).pending.append(ms)
-                pending += 1
-        into.touched(hop_stats)
+        into.leave(hop_stats, values, None)
         total += hop_total
-    stats.histogram("total").pending.append(total)
-    into.touched(stats)
-    into.folded(pending)
+    into.leave(stats, (), total)

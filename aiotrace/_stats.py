@@ -10,11 +10,20 @@ import math
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
-from ._timeline import pooled_phase_columns
+from ._timeline import PHASES, pooled_phase_columns
 
-__all__ = ["BATCH", "ROW", "ROWS_LIMIT", "HostStats", "HostTable", "LatencyHistogram", "Quantiles"]
+__all__ = [
+    "BATCH",
+    "ROW",
+    "ROWS_LIMIT",
+    "TOTAL",
+    "HostStats",
+    "HostTable",
+    "LatencyHistogram",
+    "Quantiles",
+]
 
 _GROWTH = 1.02
 _LOG_GROWTH = math.log(_GROWTH)
@@ -41,6 +50,10 @@ BATCH = 4096  # values left pending across a Recorder's hosts (~1,000 pooled req
 # t_body_done of one request on a pooled connection; folded ROWS_LIMIT // ROW at a time.
 ROW = 6
 ROWS_LIMIT = BATCH // 4 * ROW
+# HostStats.pending by position: the seven phases (the timeline's PHASES), then the total.
+_PHASE_NAMES = (*PHASES, "total")
+SEND = PHASES.index("send")  # send, wait and receive follow each other
+TOTAL = len(PHASES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +113,7 @@ class LatencyHistogram:
         if not pending:
             return
         values = sorted(pending)
-        pending.clear()  # in place: the fold holds on to the list (HostStats.pooled_phases)
+        pending.clear()  # in place: the fold holds on to the list (HostStats.pending)
         n = len(values)
         self._count += n
         self._total += math.fsum(values)
@@ -180,17 +193,14 @@ class LatencyHistogram:
         )
 
 
-_Pending: TypeAlias = tuple[list[float], list[float], list[float], list[float]]
-
-
 class HostStats:
     """One host's requests: counts, statuses, errors, reuse and each phase's histogram."""
 
     __slots__ = (
         "dirty",
         "errors",
+        "pending",
         "phases",
-        "pooled",
         "requests",
         "reused",
         "round_trips",
@@ -204,23 +214,18 @@ class HostStats:
         self.errors: dict[str, int] = {}
         self.statuses: dict[int, int] = {}
         self.phases: dict[str, LatencyHistogram] = {}
-        # The pending lists of send, wait, receive and total, once the fold's short path has
-        # asked for them (pooled_phases): it appends to them directly; see HostTable.
-        self.pooled: _Pending | None = None
+        # The fold appends to the histograms' pending lists directly (see HostTable): here
+        # they are by position, the seven phases in PHASES order then the total, each put in
+        # the first time a value comes for it (pending_list), so that a phase that never
+        # happened has no histogram.
+        self.pending: list[list[float] | None] = [None] * 8
         self.dirty = False  # has pending values; listed in its HostTable's ``dirty``
 
-    def pooled_phases(self) -> _Pending:
-        """The pending lists the fold's short path appends to (see ``pooled``)."""
-        pooled = self.pooled
-        if pooled is None:
-            h = self.histogram
-            pooled = self.pooled = (
-                h("send").pending,
-                h("wait").pending,
-                h("receive").pending,
-                h("total").pending,
-            )
-        return pooled
+    def pending_list(self, i: int) -> list[float]:
+        """The pending list of phase ``i`` (``TOTAL``: the total), made on first use."""
+        hist = self.histogram(_PHASE_NAMES[i])
+        self.pending[i] = hist.pending
+        return hist.pending
 
     def flush(self) -> None:
         """Bucket every histogram's pending values."""
@@ -288,6 +293,25 @@ class HostTable(dict[str, HostStats]):
             stats.dirty = True
             self.dirty.append(stats)
 
+    def leave(self, stats: HostStats, values: Any, total: float | None) -> None:
+        """Leave one round trip's phase ``values`` (``PHASES`` order, ``None``: did not
+        happen; may be empty) and, at a request's end, its ``total`` pending in ``stats``; at
+        ``BATCH`` values, after a request, bucket them all."""
+        pending = stats.pending
+        n = 0
+        for i, ms in enumerate(values):
+            if ms is not None:
+                (pending[i] or stats.pending_list(i)).append(ms)
+                n += 1
+        if not stats.dirty:
+            stats.dirty = True
+            self.dirty.append(stats)
+        if total is None:
+            self.pending += n
+        else:
+            (pending[TOTAL] or stats.pending_list(TOTAL)).append(total)
+            self.folded(n + 1)
+
     def folded(self, values: int) -> None:
         """A request left ``values`` more values pending; at ``BATCH``, bucket them all."""
         self.pending += values
@@ -328,7 +352,11 @@ class HostTable(dict[str, HostStats]):
             for status, count in Counter(group[1::ROW]).items():
                 if status is not None:
                     statuses[status] = statuses.get(status, 0) + count
-            send, wait, receive, total = stats.pooled or stats.pooled_phases()
+            pending = stats.pending
+            send = pending[SEND] or stats.pending_list(SEND)
+            wait = pending[SEND + 1] or stats.pending_list(SEND + 1)
+            receive = pending[SEND + 2] or stats.pending_list(SEND + 2)
+            total = pending[TOTAL] or stats.pending_list(TOTAL)
             s, w, r, t = pooled_phase_columns(
                 group[2::ROW], group[3::ROW], group[4::ROW], group[5::ROW]
             )

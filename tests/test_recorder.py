@@ -1798,3 +1798,64 @@ async def test_aggregate_batches_split_by_host(
         assert host.phases["wait"].total == pytest.approx(
             sum(h.timings.wait or 0.0 for t in mine for h in t.hops), abs=1e-6
         )
+
+
+def _reference_phase_values(h: Any) -> tuple[list[float | None], float, tuple[float, ...]]:
+    """The phase rules of aiotrace/_timeline.py written plainly: the oracle for the fast
+    ``phase_values``."""
+    t0 = h.t_get_conn
+    end = h.t_body_done or h.t_end
+    if end is None:
+        stamps = (h.t_pool_done, h.t_dns_done, h.t_connect_done, h.t_tls_done, h.t_got_conn)
+        end = max(t for t in (t0, *stamps, h.t_wrote_request, h.t_first_byte) if t is not None)
+    cut = h.t_end if h.t_end is not None else end
+    spans = (
+        (h.t_pool_start, h.t_pool_done),
+        (h.t_dns_start, h.t_dns_done),
+        (h.t_connect_start, h.t_connect_done),
+        (h.t_tls_start, h.t_tls_done),
+        (h.t_got_conn, h.t_wrote_request),
+        (h.t_wrote_request, h.t_first_byte),
+        (h.t_first_byte, h.t_body_done),
+    )
+    values: list[float | None] = [None] * 7
+    at, marks, last = t0, [t0, t0, t0], -1
+    for i, (started, ended) in enumerate(spans):
+        if started is not None:
+            stop = ended if ended is not None else cut
+            values[i] = max((stop - at) * 1000.0, 0.0)
+            at, last = max(at, stop), i
+        if 1 <= i <= 3:
+            marks[i - 1] = at
+    if end > at and last >= 0:
+        values[last] = (values[last] or 0.0) + (end - at) * 1000.0
+    return values, max((max(end, at) - t0) * 1000.0, 0.0), tuple(marks)
+
+
+_STAMPS = [
+    "t_pool_start",
+    "t_pool_done",
+    "t_dns_start",
+    "t_dns_done",
+    "t_connect_start",
+    "t_connect_done",
+    "t_tls_start",
+    "t_tls_done",
+    "t_got_conn",
+    "t_wrote_request",
+    "t_first_byte",
+    "t_body_done",
+    "t_end",
+]
+
+
+@given(st.lists(st.none() | st.floats(min_value=0.0, max_value=5.0), min_size=13, max_size=13))
+def test_phase_values_keep_the_phase_rules(stamps: list[float | None]) -> None:
+    """``phase_values`` (written for speed) gives what the module's rules, written plainly, give
+    for any stamps: missing, out of order or cut short."""
+    hop = SimpleNamespace(t_get_conn=1.0, **dict(zip(_STAMPS, stamps, strict=True)))
+    values, total, marks = phase_values(hop)  # type: ignore[arg-type]
+    ref_values, ref_total, ref_marks = _reference_phase_values(hop)
+    assert values == pytest.approx(ref_values)
+    assert total == pytest.approx(ref_total)
+    assert marks == pytest.approx(ref_marks)
