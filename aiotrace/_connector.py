@@ -41,7 +41,6 @@ from aiohttp.helpers import is_ip_address
 
 from ._aiohttp_private import dns_cache_state, install_protocol_factory
 from ._context import current_request, running_request
-from ._events import ConnInfo
 from ._protocol import TracingResponseHandler
 from ._request import _response_classes, traced_response_class
 from ._sockets import make_socket_factory
@@ -76,15 +75,6 @@ class ConnectionNotPooled(ConnectionError):
         self.reason = reason
 
 
-def _sockaddr(addr: Any) -> str | None:
-    if not addr:
-        return None
-    if isinstance(addr, tuple):
-        host, port = addr[0], addr[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(addr)
-
-
 def got_conn(hop: HopState, conn: Connection) -> None:
     """Fire ``got_conn``: the reuse detector's verdict on the connection the hop was given,
     as a traced ``connect()`` returns it. (Stamps and fields are set here, not through
@@ -102,8 +92,8 @@ def got_conn(hop: HopState, conn: Connection) -> None:
         hop.conn = cs
         released = cs.released_at
         hop.idle_time = now - released if released is not None else 0.0
-    if cs.info is None:
-        cs.info = _conn_info(proto, cs, hop)
+    if not cs.captured:
+        _capture(proto, cs, hop)
     cs.released_at = None
     cs.served += 1
     proto.aiotrace_hop = hop  # attach (see TracingResponseHandler.traced_feed_data)
@@ -121,18 +111,19 @@ def got_conn(hop: HopState, conn: Connection) -> None:
         hop.fire_got_conn(h, now)
 
 
-def _conn_info(proto: ResponseHandler, cs: ConnState, hop: HopState) -> ConnInfo:
+def _capture(proto: ResponseHandler, cs: ConnState, hop: HopState) -> None:
+    """Keep the connection's addresses and TLS details (formatted only when read)."""
     transport = proto.transport
     tls = hop.tls
     local = remote = None
     if transport is not None:
-        local = _sockaddr(transport.get_extra_info("sockname"))
-        remote = _sockaddr(transport.get_extra_info("peername"))
+        local = transport.get_extra_info("sockname")
+        remote = transport.get_extra_info("peername")
         if tls is None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
                 tls = tls_info(ssl_object)
-    return ConnInfo(id=cs.id, local_addr=local, remote_addr=remote, tls=tls)
+    cs.capture(local, remote, tls)
 
 
 # Hot paths call the base methods directly: a zero-argument super() costs a lookup per call.
@@ -269,14 +260,25 @@ class TracingConnector(TCPConnector):
         reason = p.aiotrace_conn.close_reason or "closed"
         if connector_closed:
             reason = "session_closed"
-        err = ConnectionNotPooled(reason, _NOT_POOLED.get(reason, reason))
         if failure is None and reason == "closed":
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # the caller cancelled the read
                 failure = asyncio.CancelledError()
         if failure is None and hop.err is not None:  # the protocol saw the connection fail
             failure = hop.err
-        if hop.status is None or failure is not None:  # the round trip failed
+        failed = hop.status is None or failure is not None
+        # Why it was not pooled, as an error: for put_idle_conn, and as the body's error where
+        # the round trip failed with no other or the response was released unread. (Not made
+        # when nothing will see it: a keep-alive-disabled connection closing after each
+        # request is the usual case.)
+        err = None
+        if (
+            (failed and failure is None)
+            or reason == "closed"
+            or hop.state.d.put_idle_conn is not None
+        ):
+            err = ConnectionNotPooled(reason, _NOT_POOLED.get(reason, reason))
+        if failed:
             if hop.err is None and failure is not None:
                 hop.err = failure
             hop.released(failure or err, err)

@@ -99,12 +99,13 @@ class ConnState:
     """One connection's life, as the reuse detector sees it (kept on the protocol)."""
 
     __slots__ = (
+        "_info",
+        "_raw",
         "close_reason",
         "closed_at",
         "history",
         "host_label",
         "id",
-        "info",
         "keepalive_disabled",
         "key",
         "observed",
@@ -118,7 +119,10 @@ class ConnState:
         self.id = next(_conn_ids)
         self.opened_at = _now()
         self.key: Any = None
-        self.info: ConnInfo | None = None
+        # What got_conn learned of the connection, as the transport gave it (local and remote
+        # address, TLS details): made into a ConnInfo only when something reads ``info``.
+        self._raw: tuple[Any, Any, TLSInfo | None] | None = None
+        self._info: ConnInfo | None = None
         self.served = 0
         self.released_at: float | None = None
         self.closed_at: float | None = None
@@ -128,6 +132,30 @@ class ConnState:
         self.keepalive_disabled = False
         self.server_said_close = False
         self.observed = False  # the protocol's feed_data is shadowed (see got_conn)
+
+    @property
+    def info(self) -> ConnInfo | None:
+        """The connection's addresses and TLS details; ``None`` until a traced round trip got it."""
+        info = self._info
+        if info is None and self._raw is not None:
+            local, remote, tls = self._raw
+            info = self._info = ConnInfo(
+                id=self.id, local_addr=_sockaddr(local), remote_addr=_sockaddr(remote), tls=tls
+            )
+        return info
+
+    @info.setter
+    def info(self, info: ConnInfo | None) -> None:
+        self._info = info
+
+    @property
+    def captured(self) -> bool:
+        """Whether what ``info`` reports was taken (at the first traced got_conn)."""
+        return self._raw is not None or self._info is not None
+
+    def capture(self, local: Any, remote: Any, tls: TLSInfo | None) -> None:
+        """Keep the transport's raw addresses and the TLS details, for ``info``."""
+        self._raw = (local, remote, tls)
 
     def closing(self, reason: str) -> None:
         """Record why the connection is being closed (the first reason given wins)."""
@@ -143,6 +171,16 @@ class ConnState:
             else ("IDLE" if self.released_at is not None else "ACTIVE")
         )
         return f"<ConnState #{self.id} {state} served={self.served}>"
+
+
+def _sockaddr(addr: Any) -> str | None:
+    """A socket address as ``host:port`` (``[host]:port`` for IPv6), or ``None``."""
+    if not addr:
+        return None
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)
 
 
 class _Attempt:

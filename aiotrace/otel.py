@@ -169,13 +169,14 @@ class OTelTrace:
                 if ms is not None:
                     attrs[name] = ms
         conn = hop.conn
-        if conn is not None and conn.info is not None:
+        if conn is not None:
             chunk = self._conn_attributes.get(conn.id)
-            if chunk is None:
-                chunk = self._conn_attributes[conn.id] = _connection_attributes(conn.info)
+            if chunk is None and (info := conn.info) is not None:
+                chunk = self._conn_attributes[conn.id] = _connection_attributes(info)
                 while len(self._conn_attributes) > _CONN_CACHE:  # oldest first
                     del self._conn_attributes[next(iter(self._conn_attributes))]
-            attrs.update(chunk)
+            if chunk is not None:
+                attrs.update(chunk)
         return attrs
 
     def _hop_span(self, hop: HopState, ctx: Any) -> None:

@@ -61,6 +61,17 @@ def make_app() -> web.Application:
         raise web.HTTPFound("/" if n <= 1 else f"/redirect/{n - 1}")
 
     app.router.add_get("/redirect/{n}", redirect_n)
+
+    async def unfinished(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 10
+        await resp.prepare(request)
+        await resp.write(b"hello")
+        await asyncio.sleep(0.2)  # the rest comes after the client released the response
+        await resp.write(b"hello")
+        return resp
+
+    app.router.add_get("/unfinished", unfinished)
     return app
 
 
@@ -659,3 +670,39 @@ def test_with_client_trace_rejects_non_traces() -> None:
     """with_client_trace() with something that is not a trace fails with a clear TypeError."""
     with pytest.raises(TypeError, match="ClientTrace"), aiotrace.with_client_trace(42):  # type: ignore[arg-type]
         pass
+
+
+@pytest.mark.parametrize("hooks", [HOOKS, ("response_body_done", "request_done")])
+@pytest.mark.parametrize("force_close", [False, True])
+async def test_connections_not_pooled_say_why(
+    zone: DNSServer,
+    dns_resolver: AsyncResolver,
+    server: TestServer,
+    hooks: Any,
+    force_close: bool,
+) -> None:
+    """A response released before its body came closes its connection: the body was cut short
+    ("closed"),
+    unless keep-alive is disabled, where every connection goes back closed: put_idle_conn's err
+    says so ("keepalive_disabled") and the body has no error. The same with no put_idle_conn
+    hook, where aiotrace makes that error only where the body needs it."""
+    async with aiotrace.traced_session(
+        connector=aiotrace.TracingConnector(resolver=dns_resolver, force_close=force_close)
+    ) as s:
+        with capture_events(hooks) as log:
+            assert await fetch(s, f"http://a.test:{server.port}/") == (200, b"hello")
+            async with s.get(f"http://a.test:{server.port}/unfinished") as resp:
+                resp.release()  # half of its body still to come
+    first, second = log.request_ids()
+    assert [e.err for e in log.of("response_body_done", first)] == [None]
+    [cut] = log.of("response_body_done", second)
+    if force_close:
+        assert cut.err is None
+    else:
+        assert isinstance(cut.err, aiotrace.ConnectionNotPooled) and cut.err.reason == "closed"
+    if "put_idle_conn" in hooks:
+        put = log.of("put_idle_conn")
+        reasons = [e.err.reason if e.err is not None else None for e in put]
+        assert reasons == (["keepalive_disabled"] * 2 if force_close else [None, "closed"])
+        assert all(e.err is None or isinstance(e.err, aiotrace.ConnectionNotPooled) for e in put)
+    assert [e.err for e in log.of("request_done")] == [None, None]
