@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AIOHTTP_DEFAULT_SSL_CONTEXTS",
+    "asked_to_close",
     "dns_cache_state",
     "install_protocol_factory",
     "install_request_boundary",
@@ -67,6 +68,15 @@ def dns_cache_state(connector: TCPConnector, host: str, port: int) -> tuple[bool
     key = (host, port)
     cached = key in c._cached_hosts and not c._cached_hosts.expired(key)
     return cached, (not cached and key in c._throttle_dns_futures)
+
+
+def asked_to_close(protocol: ResponseHandler) -> bool:
+    """Whether a response on this connection said ``Connection: close`` (or was HTTP/1.0
+    without keep-alive), or the connection failed: ``ResponseHandler._should_close``, set in
+    ``data_received`` from the parser's ``message.should_close``, and by ``set_exception``,
+    ``force_close`` and ``connection_lost`` (the caller tells a failure apart by
+    ``exception()``). For connections no traced request watched (see ``close``)."""
+    return bool(protocol._should_close)
 
 
 def install_request_boundary(session: ClientSession, wrapper: Callable[..., Any]) -> None:

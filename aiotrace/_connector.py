@@ -12,28 +12,31 @@ narrow overrides below find the round trip through the ``current_request`` Conte
 * ``_wait_for_available_connection`` — pool_wait_start / pool_wait_done;
 * ``_resolve_host`` — dns_start / dns_done (cache hits and coalesced lookups included);
 * the socket factory (``_sockets.py``) — connect_start / connect_done per address;
-* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``_tls.py``);
-* ``_create_connection`` — marks the connection as opened by this round trip.
+* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``_tls.py``).
 
 From ``got_conn`` on, the connection's protocol points at the round trip, and ``_release``
 (the connection leaving the request) ends it: ``response_body_done`` then ``put_idle_conn``.
 
 The reuse detector: every connection carries a ``ConnState`` (id, opened, served, released).
-A round trip reused a connection when it got one it did not open; the idle time is from the
-connection's last release. When it opened one, ``reuse_miss`` says why no pooled one served:
+A round trip reused a connection when it got one that was released before (every pooled
+connection was); otherwise it opened it. The idle time is from the connection's last
+release. When it opened one, ``reuse_miss`` says why no pooled one served:
 ``keepalive_disabled``, ``stale_retry``, ``first``, ``busy`` (every live connection to the
 host was in use), or how the last one to the host ended (``server_closed``, ``idle_timeout``,
-``error``, ``closed``).
+``error``, ``closed``). A connection learns its pool key and joins its host's history when a
+traced round trip opens it, or else at its first release: a connection an untraced request
+opened and still holds is not seen as busy.
 
 Private aiohttp methods overridden here (signatures identical in 3.12.15 and 3.14.5, checked
 against both sources and by the test suite on both): ``_wait_for_available_connection``,
-``_resolve_host``, ``_get_ssl_context``, ``_create_connection``, ``_release``. Private state
+``_resolve_host``, ``_get_ssl_context``, ``_release``. Private state
 read goes through ``_aiohttp_private.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import TCPConnector
@@ -75,7 +78,7 @@ class ConnectionNotPooled(ConnectionError):
         self.reason = reason
 
 
-def got_conn(hop: HopState, conn: Connection) -> None:
+def got_conn(hop: HopState, conn: Connection, connector: TracingConnector, req: Any) -> None:
     """Fire ``got_conn``: the reuse detector's verdict on the connection the hop was given,
     as a traced ``connect()`` returns it. (Stamps and fields are set here, not through
     ``HopState.got_conn``: one Python call fewer on every traced round trip.)"""
@@ -84,7 +87,8 @@ def got_conn(hop: HopState, conn: Connection) -> None:
     if cs is None:  # not a TracingConnector's connection: nothing to report
         return
     hop.t_got_conn = now = _now()
-    if hop.conn is cs:  # _create_connection set it: this hop opened the connection
+    if cs.released_at is None:  # never released, so never pooled: this hop opened it
+        connector._opened(hop, cs, req.connection_key)
         if hop.attempts:
             hop.connect_settled(None)
     else:
@@ -136,7 +140,9 @@ class TracingConnector(TCPConnector):
 
     def __init__(self, *args: Any, socket_factory: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, socket_factory=make_socket_factory(socket_factory), **kwargs)
-        install_protocol_factory(self, TracingResponseHandler)
+        install_protocol_factory(
+            self, functools.partial(TracingResponseHandler, keepalive_disabled=self._force_close)
+        )
         self._aiotrace_hosts: dict[Any, HostHistory] = {}
 
     # -- the round trip -----------------------------------------------------------------------
@@ -162,11 +168,27 @@ class TracingConnector(TCPConnector):
                 # A hook failed during connect (TLS, in the transport's callbacks): fail
                 # here, in the caller's task, before anything is sent.
                 state.raise_deferred()
-            got_conn(hop, conn)  # a propagate_errors got_conn hook may raise
+            got_conn(hop, conn, self, req)  # a propagate_errors got_conn hook may raise
         except BaseException:
             conn.close()  # not handed to aiohttp: ours to close
             raise
         return conn
+
+    def _opened(self, hop: HopState, cs: ConnState, key: Any) -> None:
+        """``hop`` opened ``cs``: why no pooled connection served it, then adopt ``cs``."""
+        hop.conn = cs
+        hop.reuse_miss = self._miss_reason(hop, key, self._aiotrace_hosts.get(key))
+        self._adopt(cs, key)
+
+    def _adopt(self, cs: ConnState, key: Any) -> None:
+        """Give the connection its pool key and its host's history (made for the first)."""
+        history = self._aiotrace_hosts.get(key)
+        if history is None:
+            history = self._aiotrace_hosts[key] = HostHistory()
+        cs.key = key
+        cs.history = history
+        if cs.close_reason is not None:  # closed before its first release
+            history.last_close = cs.close_reason
 
     def _miss_reason(self, hop: HopState, key: Any, history: HostHistory | None) -> str:
         """Why the round trip had to open a connection (the pool state as it was just now)."""
@@ -186,26 +208,6 @@ class TracingConnector(TCPConnector):
         return history.last_close or "closed"
 
     # -- private aiohttp methods (3.12.15 and 3.14.5) --------------------------------------
-
-    async def _create_connection(
-        self, req: ClientRequest, traces: Any, timeout: ClientTimeout
-    ) -> ResponseHandler:
-        proto = await super()._create_connection(req, traces, timeout)
-        cs: ConnState | None = getattr(proto, "aiotrace_conn", None)
-        if cs is not None:
-            key = req.connection_key
-            history = self._aiotrace_hosts.get(key)
-            state = running_request()
-            hop = state.hop if state is not None else None
-            if hop is not None:
-                hop.conn = cs
-                hop.reuse_miss = self._miss_reason(hop, key, history)
-            if history is None:
-                history = self._aiotrace_hosts[key] = HostHistory()
-            cs.key = key
-            cs.history = history
-            cs.keepalive_disabled = self._force_close
-        return proto
 
     async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
         state = running_request()
@@ -246,9 +248,17 @@ class TracingConnector(TCPConnector):
         # Every protocol here is a TracingResponseHandler (install_protocol_factory).
         p: Any = protocol
         hop: HopState | None = p.aiotrace_hop
-        p.aiotrace_conn.released_at = _now()
-        if hop is None:
-            return _base_release(self, key, protocol, should_close=should_close)
+        cs: ConnState = p.aiotrace_conn
+        cs.released_at = _now()
+        if cs.history is None:  # opened by an untraced request: adopt it now
+            self._adopt(cs, key)
+        if hop is None:  # an untraced request's: if aiohttp closes it now, close() asks why
+            cs.releasing = True
+            try:
+                _base_release(self, key, protocol, should_close=should_close)
+            finally:
+                cs.releasing = False
+            return
         connector_closed = self._closed
         failure = p.exception()  # closing clears it
         # Still attached: if aiohttp closes the connection now, the protocol records why.
@@ -256,8 +266,8 @@ class TracingConnector(TCPConnector):
         p.aiotrace_hop = None  # detach
         if p.transport is not None and not connector_closed:
             hop.released(None, None)  # back in the pool
-            return None
-        reason = p.aiotrace_conn.close_reason or "closed"
+            return
+        reason = cs.close_reason or "closed"
         if connector_closed:
             reason = "session_closed"
         if failure is None and reason == "closed":
@@ -284,7 +294,7 @@ class TracingConnector(TCPConnector):
             hop.released(failure or err, err)
         else:  # done, or released unread: not an error of the request
             hop.released(err if reason == "closed" else None, err)
-        return None
+        return
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         for conns in list(self._conns.values()):

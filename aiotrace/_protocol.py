@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.client_proto import ResponseHandler
 
+from ._aiohttp_private import asked_to_close
 from ._state import ConnState, _now
 
 if TYPE_CHECKING:
@@ -32,10 +33,11 @@ class TracingResponseHandler(ResponseHandler):
 
     __slots__ = ("aiotrace_conn", "aiotrace_hop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, keepalive_disabled: bool = False) -> None:
         super().__init__(loop)
         self.aiotrace_hop: HopState | None = None
         self.aiotrace_conn = ConnState()
+        self.aiotrace_conn.keepalive_disabled = keepalive_disabled
 
     def data_received(self, data: bytes) -> None:
         hop = self.aiotrace_hop
@@ -68,13 +70,16 @@ class TracingResponseHandler(ResponseHandler):
     def close(self) -> None:
         if self.transport is not None:
             conn = self.aiotrace_conn
-            if self.aiotrace_hop is None:
+            if self.aiotrace_hop is None and not conn.releasing:
                 # Idle, only the connector closes it: past keepalive_timeout, or found dead
                 # when taken from the pool.
                 conn.closing("idle_timeout")
             elif conn.keepalive_disabled:
                 conn.closing("keepalive_disabled")
-            elif conn.server_said_close:
+            elif conn.server_said_close or (
+                # An untraced request's: no traced_feed_data saw its response.
+                self.aiotrace_hop is None and asked_to_close(self) and self.exception() is None
+            ):
                 conn.closing("server_closed")
             else:  # the response was cut short: released unread, or an error
                 conn.closing("closed")

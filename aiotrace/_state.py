@@ -111,6 +111,7 @@ class ConnState:
         "observed",
         "opened_at",
         "released_at",
+        "releasing",
         "served",
         "server_said_close",
     )
@@ -132,6 +133,7 @@ class ConnState:
         self.keepalive_disabled = False
         self.server_said_close = False
         self.observed = False  # the protocol's feed_data is shadowed (see got_conn)
+        self.releasing = False  # an untraced request is releasing it (see the protocol's close)
 
     @property
     def info(self) -> ConnInfo | None:

@@ -1013,6 +1013,29 @@ async def test_server_connection_close_makes_the_next_request_miss(
     assert new.close_reason is None
 
 
+async def test_untraced_requests_connections_count_for_the_next_miss(
+    make_session: Callable[..., aiohttp.ClientSession], server: TestServer
+) -> None:
+    """A connection an untraced request used still tells a traced request why it found no
+    pooled one: closed by the server ("server_closed"), or still in use ("busy")."""
+    base = f"http://a.test:{server.port}"
+    async with make_session() as session:
+        await fetch(session, f"{base}/close")  # untraced: no Recorder active
+        async with aiotrace.Recorder() as rec:
+            await fetch(session, f"{base}/")
+    [hop] = rec.requests[0].hops
+    assert not hop.reused and hop.reuse_miss == "server_closed"
+    async with make_session() as session:
+        await fetch(session, f"{base}/")  # untraced; its connection goes back to the pool
+        held = asyncio.create_task(fetch(session, f"{base}/slow?s=0.3"))  # takes it, waits
+        await asyncio.sleep(0.1)
+        async with aiotrace.Recorder() as rec:
+            await fetch(session, f"{base}/")
+        await held
+    [hop] = rec.requests[0].hops
+    assert not hop.reused and hop.reuse_miss == "busy"
+
+
 @pytest.mark.parametrize("peer", ["aiohttp", "raw"])
 async def test_force_close_disables_keep_alive(
     peer: str,
