@@ -61,11 +61,6 @@ def _strerror(code: int) -> str:
     return os.strerror(code)
 
 
-def _addr(sockaddr: Any) -> str:
-    host, port = sockaddr[0], sockaddr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def make_socket_factory(
     user_factory: Callable[[Any], socket.socket] | None,
 ) -> Callable[[Any], socket.socket]:
@@ -79,8 +74,7 @@ def make_socket_factory(
             if user_factory is not None:
                 return user_factory(addr_info)
             return socket.socket(family=family, type=type_, proto=proto)
-        network = "tcp6" if family == socket.AF_INET6 else "tcp4"
-        attempt = hop.connect_start(network, _addr(sockaddr))
+        attempt = hop.connect_start(family, sockaddr)
         if user_factory is not None:
             # A user's own socket can't be watched: its attempt is settled by the TLS start
             # or by got_conn (the winner), or by the failure.

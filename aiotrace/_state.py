@@ -31,6 +31,7 @@ The rules this module keeps:
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -186,12 +187,23 @@ def _sockaddr(addr: Any) -> str | None:
 
 
 class _Attempt:
-    __slots__ = ("addr", "done", "network")
+    """One TCP connect attempt: its address as the socket factory got it, formatted only
+    for a hook that asks."""
 
-    def __init__(self, network: str, addr: str) -> None:
-        self.network = network
-        self.addr = addr
+    __slots__ = ("done", "family", "sockaddr")
+
+    def __init__(self, family: int, sockaddr: Any) -> None:
+        self.family = family
+        self.sockaddr = sockaddr
         self.done = False
+
+    @property
+    def network(self) -> str:
+        return "tcp6" if self.family == socket.AF_INET6 else "tcp4"
+
+    @property
+    def addr(self) -> str:
+        return _sockaddr(self.sockaddr) or ""
 
 
 class HopState:
@@ -347,8 +359,8 @@ class HopState:
 
     # -- TCP connect (one attempt per address) ------------------------------------------------
 
-    def connect_start(self, network: str, addr: str) -> _Attempt:
-        attempt = _Attempt(network, addr)
+    def connect_start(self, family: int, sockaddr: Any) -> _Attempt:
+        attempt = _Attempt(family, sockaddr)
         attempts = self.attempts
         if attempts is None:
             self.attempts = [attempt]
@@ -359,7 +371,11 @@ class HopState:
             self.t_connect_start = now
         h = self.state.d.connect_start
         if h is not None:
-            h(ConnectStartInfo(request=self.rt, time=now, network=network, addr=addr))
+            h(
+                ConnectStartInfo(
+                    request=self.rt, time=now, network=attempt.network, addr=attempt.addr
+                )
+            )
         return attempt
 
     def connect_done(self, attempt: _Attempt, err: BaseException | None) -> None:

@@ -16,8 +16,10 @@ from aiohttp.resolver import AsyncResolver
 from aiohttp.test_utils import TestServer
 from peers import (
     DNSServer,
+    RawServer,
     continue_100,
     early_hints,
+    respond,
     stale_after_first_response,
 )
 
@@ -706,3 +708,21 @@ async def test_connections_not_pooled_say_why(
         assert reasons == (["keepalive_disabled"] * 2 if force_close else [None, "closed"])
         assert all(e.err is None or isinstance(e.err, aiotrace.ConnectionNotPooled) for e in put)
     assert [e.err for e in log.of("request_done")] == [None, None]
+
+
+async def test_ipv6_connect_reports_tcp6_and_bracketed_addresses(
+    session: aiohttp.ClientSession, raw_peer: Callable[..., Awaitable[RawServer]]
+) -> None:
+    """A connect to ::1: connect_start/done say tcp6 and ``[::1]:port``; got_conn's remote
+    address is the same."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    try:
+        peer = await raw_peer(respond(reply), host="::1")
+    except OSError as e:  # no IPv6 loopback here: nothing to check
+        pytest.skip(f"no ::1 on this machine: {e}")
+    with capture_events(HOOKS) as log:
+        assert await fetch(session, peer.url) == (200, b"ok")
+    addr = f"[::1]:{peer.port}"
+    assert [(e.network, e.addr) for e in log.of("connect_start")] == [("tcp6", addr)]
+    assert [(e.network, e.addr, e.err) for e in log.of("connect_done")] == [("tcp6", addr, None)]
+    assert log.of("got_conn")[0].conn.remote_addr == addr
