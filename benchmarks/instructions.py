@@ -1,0 +1,159 @@
+"""Instructions per request under callgrind: ``python -m benchmarks.instructions``.
+
+Theory of operation
+-------------------
+CPU time on a small shared machine moves with everything else the machine does; an instruction
+count does not. So, besides the timed benchmark (``python -m benchmarks``), this counts the
+instructions the client process executes per request, with valgrind's callgrind:
+
+1. The fixture server of the timed benchmark runs in its own process (plain HTTP only: over
+   TLS, OpenSSL's work would swamp what aiotrace adds).
+2. For each scenario and configuration, a child process runs the client under callgrind
+   twice, making ``n1`` and then ``n2`` requests after the same warm-up; the difference of the
+   two totals divided by ``n2 - n1`` is the cost of one request, with start-up, imports and
+   warm-up cancelled out.
+3. The garbage collector is disabled in the child (``--gc`` keeps it): when a change is not
+   about allocation, the collector's passes are noise. Counts still move by about +-2k
+   instructions per request between runs of the same code (the event loop's scheduling).
+
+It is a tool for finding where instructions go, not a target: the issue's targets are CPU
+ratios from ``python -m benchmarks``. Counts exclude the kernel, so a scenario dominated by
+system calls (a new connection per request) reads higher here than in CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from .__main__ import (
+    SCENARIOS,
+    Fixture,
+    Scenario,
+    _configs,
+    _open,
+    _select,
+    run_block,
+)
+
+# Scenarios counted (plain HTTP), with their request counts: n2 - n1 spans at least two of the
+# aggregate fold's batches (1,024 pooled requests each) where requests are pooled.
+COUNTS = {
+    "seq-small-http": (200, 2248),
+    "c64-small-http": (256, 2304),
+    "newconn-seq-small-http": (40, 360),
+}
+_COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
+
+
+def _options(scenario: Scenario) -> dict[str, Any]:
+    if scenario.new_connection:  # as the timed benchmark's Fixture.connector_options
+        return {"force_close": True, "use_dns_cache": False, "family": socket.AF_INET}
+    return {}
+
+
+def _url(scenario: Scenario, port: int) -> str:
+    host = "localhost" if scenario.new_connection else "127.0.0.1"
+    return f"http://{host}:{port}{scenario.path}"
+
+
+async def _child(config_name: str, scenario: Scenario, port: int, n: int, keep_gc: bool) -> None:
+    config = next(c for c in _configs() if c.name == config_name)
+    client = await _open(config, _options(scenario))
+    url = _url(scenario, port)
+    try:
+        await run_block(client, url, max(scenario.concurrency, 64), scenario.concurrency)
+        gc.collect()
+        if not keep_gc:
+            gc.disable()
+        await run_block(client, url, n, scenario.concurrency)
+    finally:
+        await client.session.close()
+
+
+def _count(config: str, scenario: Scenario, port: int, n: int, keep_gc: bool) -> int:
+    """Instructions the client executes making ``n`` requests (plus start-up and warm-up)."""
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.instructions",
+        "--child",
+        config,
+        scenario.name,
+        str(port),
+        str(n),
+    ]
+    if keep_gc:
+        cmd.append("--gc")
+    run = subprocess.run(
+        cmd, capture_output=True, timeout=900, env={**os.environ, "PYTHONHASHSEED": "0"}
+    )
+    found = _COLLECTED.search(run.stderr)
+    if run.returncode != 0 or found is None:
+        tail = run.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{config} on {scenario.name}: {tail[0]}")
+    return int(found.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.instructions",
+        description="Instructions per request (callgrind), plain aiohttp against each config.",
+    )
+    parser.add_argument("--scenario", action="append", default=[], metavar="PATTERN")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME")
+    parser.add_argument("--gc", action="store_true", help="keep the garbage collector on")
+    parser.add_argument("--child", nargs=4, metavar=("CONFIG", "SCENARIO", "PORT", "N"))
+    args = parser.parse_args(argv)
+    if args.child:
+        config, name, port, n = args.child
+        scenario = next(s for s in SCENARIOS if s.name == name)
+        asyncio.run(_child(config, scenario, int(port), int(n), args.gc))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    scenarios = [s for s in _select(SCENARIOS, args.scenario) if s.name in COUNTS]
+    names = [c.name for c in _configs() if c.name != "plain2"]
+    unknown = set(args.config) - set(names)
+    if not scenarios or unknown:
+        print(f"nothing to count: scenarios {sorted(COUNTS)}, configs {names}", file=sys.stderr)
+        return 2
+    names = [c for c in names if not args.config or c in {"plain", *args.config}]
+    fixture = Fixture()
+    try:
+        port = fixture.ports["http"]
+        print(f"{'scenario / config':34} {'k instr/req':>12} {'x plain':>8}")
+        for scenario in scenarios:
+            print(scenario.name)
+            n1, n2 = COUNTS[scenario.name]
+            plain = None
+            for name in names:
+                try:
+                    a = _count(name, scenario, port, n1, args.gc)
+                    b = _count(name, scenario, port, n2, args.gc)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    print(f"  {name:32} skipped: {e}")
+                    continue
+                per = (b - a) / (n2 - n1)
+                plain = per if name == "plain" else plain
+                ratio = f"{per / plain:8.3f}" if plain else " " * 8
+                print(f"  {name:32} {per / 1000:12.1f} {ratio}", flush=True)
+    finally:
+        fixture.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
