@@ -78,7 +78,9 @@ class ConnectionNotPooled(ConnectionError):
         self.reason = reason
 
 
-def got_conn(hop: HopState, conn: Connection, connector: TracingConnector, req: Any) -> None:
+def got_conn(
+    hop: HopState, conn: Connection, connector: TracingConnector, req: ClientRequest
+) -> None:
     """Fire ``got_conn``: the reuse detector's verdict on the connection the hop was given,
     as a traced ``connect()`` returns it. (Stamps and fields are set here, not through
     ``HopState.got_conn``: one Python call fewer on every traced round trip.)"""
@@ -96,7 +98,7 @@ def got_conn(hop: HopState, conn: Connection, connector: TracingConnector, req: 
         hop.conn = cs
         released = cs.released_at
         hop.idle_time = now - released if released is not None else 0.0
-    if not cs.captured:
+    if cs.raw is None:
         _capture(proto, cs, hop)
     cs.released_at = None
     cs.served += 1
@@ -127,7 +129,7 @@ def _capture(proto: ResponseHandler, cs: ConnState, hop: HopState) -> None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
                 tls = tls_info(ssl_object)
-    cs.capture(local, remote, tls)
+    cs.raw = (local, remote, tls)
 
 
 # Hot paths call the base methods directly: a zero-argument super() costs a lookup per call.
@@ -294,7 +296,6 @@ class TracingConnector(TCPConnector):
             hop.released(failure or err, err)
         else:  # done, or released unread: not an error of the request
             hop.released(err if reason == "closed" else None, err)
-        return
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         for conns in list(self._conns.values()):

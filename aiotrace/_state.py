@@ -101,7 +101,6 @@ class ConnState:
 
     __slots__ = (
         "_info",
-        "_raw",
         "close_reason",
         "closed_at",
         "history",
@@ -111,6 +110,7 @@ class ConnState:
         "key",
         "observed",
         "opened_at",
+        "raw",
         "released_at",
         "releasing",
         "served",
@@ -121,9 +121,10 @@ class ConnState:
         self.id = next(_conn_ids)
         self.opened_at = _now()
         self.key: Any = None
-        # What got_conn learned of the connection, as the transport gave it (local and remote
-        # address, TLS details): made into a ConnInfo only when something reads ``info``.
-        self._raw: tuple[Any, Any, TLSInfo | None] | None = None
+        # What the first traced got_conn learned of the connection, as the transport gave it
+        # (local and remote address, TLS details): made into a ConnInfo only when something
+        # reads ``info``.
+        self.raw: tuple[Any, Any, TLSInfo | None] | None = None
         self._info: ConnInfo | None = None
         self.served = 0
         self.released_at: float | None = None
@@ -140,8 +141,8 @@ class ConnState:
     def info(self) -> ConnInfo | None:
         """The connection's addresses and TLS details; ``None`` until a traced round trip got it."""
         info = self._info
-        if info is None and self._raw is not None:
-            local, remote, tls = self._raw
+        if info is None and self.raw is not None:
+            local, remote, tls = self.raw
             info = self._info = ConnInfo(
                 id=self.id, local_addr=_sockaddr(local), remote_addr=_sockaddr(remote), tls=tls
             )
@@ -150,15 +151,6 @@ class ConnState:
     @info.setter
     def info(self, info: ConnInfo | None) -> None:
         self._info = info
-
-    @property
-    def captured(self) -> bool:
-        """Whether what ``info`` reports was taken (at the first traced got_conn)."""
-        return self._raw is not None or self._info is not None
-
-    def capture(self, local: Any, remote: Any, tls: TLSInfo | None) -> None:
-        """Keep the transport's raw addresses and the TLS details, for ``info``."""
-        self._raw = (local, remote, tls)
 
     def closing(self, reason: str) -> None:
         """Record why the connection is being closed (the first reason given wins)."""

@@ -16,7 +16,6 @@ from ._timeline import PHASES, pooled_phase_columns
 
 __all__ = [
     "BATCH",
-    "ROW",
     "ROWS_LIMIT",
     "TOTAL",
     "HostStats",
@@ -47,9 +46,9 @@ def _bucket(ms: float) -> int:
 
 BATCH = 4096  # values left pending across a Recorder's hosts (~1,000 pooled requests' worth)
 # A row of HostTable.rows: host label, status, t_get_conn, t_wrote_request, t_first_byte,
-# t_body_done of one request on a pooled connection; folded ROWS_LIMIT // ROW at a time.
-ROW = 6
-ROWS_LIMIT = BATCH // 4 * ROW
+# t_body_done of one request on a pooled connection; folded ROWS_LIMIT // _ROW at a time.
+_ROW = 6
+ROWS_LIMIT = BATCH // 4 * _ROW
 # HostStats.pending by position: the seven phases (the timeline's PHASES), then the total.
 _PHASE_NAMES = (*PHASES, "total")
 SEND = PHASES.index("send")  # send, wait and receive follow each other
@@ -285,7 +284,7 @@ class HostTable(dict[str, HostStats]):
         super().__init__(*args)
         self.pending = 0
         self.dirty: list[HostStats] = []
-        self.rows: list[Any] = []  # ROW values a request, see ROW
+        self.rows: list[Any] = []  # _ROW values a request, see _ROW
 
     def touched(self, stats: HostStats) -> None:
         """``stats`` has values pending: list it for the next flush."""
@@ -328,28 +327,28 @@ class HostTable(dict[str, HostStats]):
         rows = self.rows
         if not rows:
             return
-        labels = rows[0::ROW]
+        labels = rows[0::_ROW]
         groups: Any
         if labels.count(labels[0]) == len(labels):  # one host: the usual batch
             groups = ((labels[0], rows),)
         else:
             by_host: dict[str, list[Any]] = {}
-            for i in range(0, len(rows), ROW):
+            for i in range(0, len(rows), _ROW):
                 group = by_host.get(rows[i])
                 if group is None:
                     group = by_host[rows[i]] = []
-                group += rows[i : i + ROW]
+                group += rows[i : i + _ROW]
             groups = by_host.items()
         for label, group in groups:
             stats = self.get(label)
             if stats is None:
                 stats = self[label] = HostStats()
-            n = len(group) // ROW
+            n = len(group) // _ROW
             stats.requests += n
             stats.round_trips += n
             stats.reused += n
             statuses = stats.statuses
-            for status, count in Counter(group[1::ROW]).items():
+            for status, count in Counter(group[1::_ROW]).items():
                 if status is not None:
                     statuses[status] = statuses.get(status, 0) + count
             pending = stats.pending
@@ -358,7 +357,7 @@ class HostTable(dict[str, HostStats]):
             receive = pending[SEND + 2] or stats.pending_list(SEND + 2)
             total = pending[TOTAL] or stats.pending_list(TOTAL)
             s, w, r, t = pooled_phase_columns(
-                group[2::ROW], group[3::ROW], group[4::ROW], group[5::ROW]
+                group[2::_ROW], group[3::_ROW], group[4::_ROW], group[5::_ROW]
             )
             send += s
             wait += w
