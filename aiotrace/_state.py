@@ -143,7 +143,7 @@ class ConnState:
         info = self._info
         if info is None and self.raw is not None:
             local, remote, tls = self.raw
-            info = self._info = ConnInfo(
+            info = self._info = ConnInfo._new(
                 id=self.id, local_addr=_sockaddr(local), remote_addr=_sockaddr(remote), tls=tls
             )
         return info
@@ -291,7 +291,7 @@ class HopState:
         """The public view of this round trip, made the first time a hook needs it."""
         rt = self._rt
         if rt is None:
-            rt = self._rt = RoundTrip(
+            rt = self._rt = RoundTrip._new(
                 id=self.state.id,
                 method=self.method,
                 url=self.url,
@@ -307,7 +307,7 @@ class HopState:
         self.t_pool_start = now = _now()
         h = self.state.d.pool_wait_start
         if h is not None:
-            h(PoolWaitStartInfo(request=self.rt, time=now))
+            h(PoolWaitStartInfo._new(request=self.rt, time=now))
 
     def pool_wait_done(self, err: BaseException | None) -> None:
         if self.t_pool_start is None or self.t_pool_done is not None:
@@ -315,7 +315,7 @@ class HopState:
         self.t_pool_done = now = _now()
         h = self.state.d.pool_wait_done
         if h is not None:
-            h(PoolWaitDoneInfo(request=self.rt, time=now, err=err))
+            h(PoolWaitDoneInfo._new(request=self.rt, time=now, err=err))
 
     # -- DNS --------------------------------------------------------------------------------
 
@@ -324,7 +324,7 @@ class HopState:
         self.t_dns_start = now = _now()
         h = self.state.d.dns_start
         if h is not None:
-            h(DNSStartInfo(request=self.rt, time=now, host=host))
+            h(DNSStartInfo._new(request=self.rt, time=now, host=host))
 
     def dns_done(
         self, addrs: tuple[str, ...], err: BaseException | None, coalesced: bool, cached: bool
@@ -338,7 +338,7 @@ class HopState:
         h = self.state.d.dns_done
         if h is not None:
             h(
-                DNSDoneInfo(
+                DNSDoneInfo._new(
                     request=self.rt,
                     time=now,
                     host=self.dns_host or "",
@@ -364,7 +364,7 @@ class HopState:
         h = self.state.d.connect_start
         if h is not None:
             h(
-                ConnectStartInfo(
+                ConnectStartInfo._new(
                     request=self.rt, time=now, network=attempt.network, addr=attempt.addr
                 )
             )
@@ -380,7 +380,7 @@ class HopState:
         h = self.state.d.connect_done
         if h is not None:
             h(
-                ConnectDoneInfo(
+                ConnectDoneInfo._new(
                     request=self.rt, time=now, network=attempt.network, addr=attempt.addr, err=err
                 )
             )
@@ -409,7 +409,7 @@ class HopState:
         h = self.state.d.tls_handshake_start
         if h is not None:
             self.call_in_callback(
-                h, TLSHandshakeStartInfo(request=self.rt, time=now, server_name=server_name)
+                h, TLSHandshakeStartInfo._new(request=self.rt, time=now, server_name=server_name)
             )
 
     def tls_done(self, info: TLSInfo | None, err: BaseException | None) -> None:
@@ -427,7 +427,7 @@ class HopState:
             i = info
             self.call_in_callback(
                 h,
-                TLSHandshakeDoneInfo(
+                TLSHandshakeDoneInfo._new(
                     request=self.rt,
                     time=now,
                     version=i.version if i else None,
@@ -460,7 +460,7 @@ class HopState:
         assert conn is not None
         assert conn.info is not None
         h(
-            GotConnInfo(
+            GotConnInfo._new(
                 request=self.rt,
                 time=now,
                 conn=conn.info,
@@ -481,14 +481,14 @@ class HopState:
             now = _now()
             for key in dict.fromkeys(headers.keys()):
                 h(
-                    WroteHeaderFieldInfo(
+                    WroteHeaderFieldInfo._new(
                         request=self.rt, time=now, key=key, values=tuple(headers.getall(key))
                     )
                 )
         self.t_wrote_headers = now = _now()
         h = d.wrote_headers
         if h is not None:
-            h(WroteHeadersInfo(request=self.rt, time=now))
+            h(WroteHeadersInfo._new(request=self.rt, time=now))
 
     def wrote_whole_request(self, headers: Any) -> None:
         """Headers and (empty) body went out together: wrote_headers, then wrote_request."""
@@ -500,12 +500,12 @@ class HopState:
             self.t_wrote_headers = self.t_wrote_request = now = _now()
         h = d.wrote_request
         if h is not None:
-            h(WroteRequestInfo(request=self.rt, time=now, err=None))
+            h(WroteRequestInfo._new(request=self.rt, time=now, err=None))
 
     def wait_100_continue(self) -> None:
         h = self.state.d.wait_100_continue
         if h is not None:
-            h(Wait100ContinueInfo(request=self.rt, time=_now()))
+            h(Wait100ContinueInfo._new(request=self.rt, time=_now()))
 
     def wrote_request(self, err: BaseException | None) -> None:
         if self.t_wrote_request is not None:
@@ -513,7 +513,7 @@ class HopState:
         self.t_wrote_request = now = _now()
         h = self.state.d.wrote_request
         if h is not None:
-            h(WroteRequestInfo(request=self.rt, time=now, err=err))
+            h(WroteRequestInfo._new(request=self.rt, time=now, err=err))
 
     # -- reading (loop callbacks: never raise into aiohttp) -----------------------------------
 
@@ -521,7 +521,7 @@ class HopState:
         """The first response byte's hook (the protocol stamps ``t_first_byte`` itself)."""
         h = self.state.d.got_first_response_byte
         if h is not None:
-            self.call_in_callback(h, GotFirstResponseByteInfo(request=self.rt, time=now))
+            self.call_in_callback(h, GotFirstResponseByteInfo._new(request=self.rt, time=now))
 
     def got_1xx(self, status: int, headers: CIMultiDictProxy[str]) -> None:
         state = self.state
@@ -530,11 +530,12 @@ class HopState:
         if status == 100:
             h = d.got_100_continue
             if h is not None:
-                self.call_in_callback(h, Got100ContinueInfo(request=self.rt, time=now))
+                self.call_in_callback(h, Got100ContinueInfo._new(request=self.rt, time=now))
         h = d.got_1xx_response
         if h is not None:
             self.call_in_callback(
-                h, Got1xxResponseInfo(request=self.rt, time=now, status=status, headers=headers)
+                h,
+                Got1xxResponseInfo._new(request=self.rt, time=now, status=status, headers=headers),
             )
 
     def got_status(self, status: int) -> None:
@@ -552,7 +553,7 @@ class HopState:
         h = state.d.response_body_done
         if h is not None:
             self.call_in_callback(
-                h, ResponseBodyDoneInfo(request=self.rt, time=now, status=self.status, err=err)
+                h, ResponseBodyDoneInfo._new(request=self.rt, time=now, status=self.status, err=err)
             )
 
     def put_idle_conn(self, err: BaseException | None) -> None:
@@ -561,7 +562,7 @@ class HopState:
             conn = self.conn
             self.call_in_callback(
                 h,
-                PutIdleConnInfo(
+                PutIdleConnInfo._new(
                     request=self.rt, time=_now(), conn=conn.info if conn else None, err=err
                 ),
             )
@@ -722,7 +723,7 @@ class RequestState:
             return hop.rt
         rt = self._rt0
         if rt is None:
-            rt = self._rt0 = RoundTrip(
+            rt = self._rt0 = RoundTrip._new(
                 id=self.id, method=self.method, url=self.url, hop=0, attempt=0, _state=self
             )
         return rt
@@ -754,7 +755,7 @@ class RequestState:
         h = self.d.request_start
         if h is not None:
             h(
-                RequestStartInfo(
+                RequestStartInfo._new(
                     request=self.rt, time=self.t_start, method=self.method, url=self.url
                 )
             )
@@ -771,7 +772,7 @@ class RequestState:
             h = self.d.redirect
             if h is not None:
                 h(
-                    RedirectInfo(
+                    RedirectInfo._new(
                         request=hop.rt,
                         time=_now(),
                         status=prev.status,
@@ -786,7 +787,7 @@ class RequestState:
             h = self.d.retry
             if h is not None:
                 reason = "stale pooled connection" if prev.reused else "connection failed"
-                h(RetryInfo(request=hop.rt, time=_now(), reason=reason, err=err))
+                h(RetryInfo._new(request=hop.rt, time=_now(), reason=reason, err=err))
         if prev is not None:
             more = self.hop_list
             if more is None:
@@ -797,7 +798,7 @@ class RequestState:
         h = self.d.get_conn
         if h is not None:
             h(
-                GetConnInfo(
+                GetConnInfo._new(
                     request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"
                 )
             )
@@ -812,7 +813,11 @@ class RequestState:
         self.final_url = url = hop.url if hop is not None else response.url
         h = self.d.request_end
         if h is not None:
-            h(RequestEndInfo(request=self.rt, time=now, status=status, url=url, response=response))
+            h(
+                RequestEndInfo._new(
+                    request=self.rt, time=now, status=status, url=url, response=response
+                )
+            )
         if self.deferred is not None:  # a callback hook failed: the request fails with it
             self.raise_deferred()
         if hop is None or hop.t_body_done is not None:
@@ -827,7 +832,7 @@ class RequestState:
         h = self.d.request_exception
         if h is not None:
             try:
-                h(RequestExceptionInfo(request=self.rt, time=now, err=err))
+                h(RequestExceptionInfo._new(request=self.rt, time=now, err=err))
             except Exception:
                 log.exception("aiotrace: request_exception hook raised; the caller sees aiohttp's")
         self.finish(err)
@@ -843,7 +848,7 @@ class RequestState:
         d = self.d
         h = d.request_done
         if h is not None:
-            self.call_safely(h, RequestDoneInfo(request=self.rt, time=now, err=err))
+            self.call_safely(h, RequestDoneInfo._new(request=self.rt, time=now, err=err))
         for finished in d.finishers:
             finished(self)
         if not self.pinned:

@@ -726,3 +726,24 @@ async def test_ipv6_connect_reports_tcp6_and_bracketed_addresses(
     assert [(e.network, e.addr) for e in log.of("connect_start")] == [("tcp6", addr)]
     assert [(e.network, e.addr, e.err) for e in log.of("connect_done")] == [("tcp6", addr, None)]
     assert log.of("got_conn")[0].conn.remote_addr == addr
+
+
+def test_events_made_by_new_equal_the_dataclass_constructors() -> None:
+    """Every event type's ``_new`` (what aiotrace's emitters call) makes the value its
+    dataclass constructor makes: equal, same repr, frozen; wrong arguments are a TypeError."""
+    import dataclasses
+
+    import aiotrace._events as events
+
+    types = [getattr(events, name) for name in events.__all__]
+    for cls in types:
+        kw = {f.name: f"v-{f.name}" for f in dataclasses.fields(cls)}
+        made, built = cls._new(**kw), cls(**kw)
+        assert type(made) is cls and made == built and repr(made) == repr(built), cls
+        assert all(getattr(made, k) == v for k, v in kw.items()), cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, next(iter(kw)), None)
+        with pytest.raises(TypeError):
+            cls._new(**kw, unknown=1)
+        with pytest.raises(TypeError):
+            cls._new(**dict(list(kw.items())[1:]))
