@@ -1014,11 +1014,21 @@ async def test_server_connection_close_makes_the_next_request_miss(
 
 
 async def test_untraced_requests_connections_count_for_the_next_miss(
-    make_session: Callable[..., aiohttp.ClientSession], server: TestServer
+    make_session: Callable[..., aiohttp.ClientSession], aiohttp_server: ServerFactory
 ) -> None:
     """A connection an untraced request used still tells a traced request why it found no
     pooled one: closed by the server ("server_closed"), or still in use ("busy")."""
-    base = f"http://a.test:{server.port}"
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        holding.set()  # the untraced request has its connection
+        await release.wait()
+        return web.Response(text="held")
+
+    app = make_app()
+    app.router.add_get("/hold", hold)
+    srv = await aiohttp_server(app)
+    base = f"http://a.test:{srv.port}"
     async with make_session() as session:
         await fetch(session, f"{base}/close")  # untraced: no Recorder active
         async with aiotrace.Recorder() as rec:
@@ -1027,10 +1037,11 @@ async def test_untraced_requests_connections_count_for_the_next_miss(
     assert not hop.reused and hop.reuse_miss == "server_closed"
     async with make_session() as session:
         await fetch(session, f"{base}/")  # untraced; its connection goes back to the pool
-        held = asyncio.create_task(fetch(session, f"{base}/slow?s=0.3"))  # takes it, waits
-        await asyncio.sleep(0.1)
+        held = asyncio.create_task(fetch(session, f"{base}/hold"))  # takes it and waits
+        await holding.wait()
         async with aiotrace.Recorder() as rec:
             await fetch(session, f"{base}/")
+        release.set()
         await held
     [hop] = rec.requests[0].hops
     assert not hop.reused and hop.reuse_miss == "busy"
