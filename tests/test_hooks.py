@@ -63,17 +63,6 @@ def make_app() -> web.Application:
         raise web.HTTPFound("/" if n <= 1 else f"/redirect/{n - 1}")
 
     app.router.add_get("/redirect/{n}", redirect_n)
-
-    async def unfinished(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse()
-        resp.content_length = 10
-        await resp.prepare(request)
-        await resp.write(b"hello")
-        await asyncio.sleep(0.2)  # the rest comes after the client released the response
-        await resp.write(b"hello")
-        return resp
-
-    app.router.add_get("/unfinished", unfinished)
     return app
 
 
@@ -679,7 +668,7 @@ def test_with_client_trace_rejects_non_traces() -> None:
 async def test_connections_not_pooled_say_why(
     zone: DNSServer,
     dns_resolver: AsyncResolver,
-    server: TestServer,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
     hooks: Any,
     force_close: bool,
 ) -> None:
@@ -688,6 +677,19 @@ async def test_connections_not_pooled_say_why(
     unless keep-alive is disabled, where every connection goes back closed: put_idle_conn's err
     says so ("keepalive_disabled") and the body has no error. The same with no put_idle_conn
     hook, where aiotrace makes that error only where the body needs it."""
+    released = asyncio.Event()
+
+    async def unfinished(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 10
+        await resp.prepare(request)
+        await resp.write(b"hello")
+        await released.wait()  # the rest would come after the client let go of the response
+        return resp
+
+    app = make_app()
+    app.router.add_get("/unfinished", unfinished)
+    server = await aiohttp_server(app)
     async with aiotrace.traced_session(
         connector=aiotrace.TracingConnector(resolver=dns_resolver, force_close=force_close)
     ) as s:
@@ -695,6 +697,7 @@ async def test_connections_not_pooled_say_why(
             assert await fetch(s, f"http://a.test:{server.port}/") == (200, b"hello")
             async with s.get(f"http://a.test:{server.port}/unfinished") as resp:
                 resp.release()  # half of its body still to come
+        released.set()
     first, second = log.request_ids()
     assert [e.err for e in log.of("response_body_done", first)] == [None]
     [cut] = log.of("response_body_done", second)
