@@ -193,13 +193,6 @@ def _host_of(hop: HopState) -> str:
     return label
 
 
-def _stats_for(into: HostTable, host: str) -> HostStats:
-    stats = into.get(host)
-    if stats is None:
-        stats = into[host] = HostStats()
-    return stats
-
-
 def _fold(into: HostTable, state: RequestState) -> None:
     """Add one finished request to per-host aggregates: the request under the host it was
     sent to, each round trip under the host it went to (a redirect may change hosts).
@@ -239,7 +232,7 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
     pending too, and count towards the table's batch."""
     hop = state.hop
     hops = state.hop_list or (() if hop is None else (hop,))
-    stats = _stats_for(into, _host_of(hops[0]) if hops else _host_label(state.url))
+    stats = into.host(_host_of(hops[0]) if hops else _host_label(state.url))
     stats.requests += 1
     err = state.err
     if err is not None:
@@ -257,7 +250,7 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         return
     total = 0.0
     for hop in hops:
-        hop_stats = _stats_for(into, _host_of(hop))
+        hop_stats = into.host(_host_of(hop))
         hop_stats.round_trips += 1
         if hop.reused:
             hop_stats.reused += 1

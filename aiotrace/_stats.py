@@ -286,6 +286,13 @@ class HostTable(dict[str, HostStats]):
         self.dirty: list[HostStats] = []
         self.rows: list[Any] = []  # _ROW values a request, see _ROW
 
+    def host(self, label: str) -> HostStats:
+        """The stats of host ``label`` (``host:port``), made empty the first time."""
+        stats = self.get(label)
+        if stats is None:
+            stats = self[label] = HostStats()
+        return stats
+
     def touched(self, stats: HostStats) -> None:
         """``stats`` has values pending: list it for the next flush."""
         if not stats.dirty:
@@ -302,9 +309,7 @@ class HostTable(dict[str, HostStats]):
             if ms is not None:
                 (pending[i] or stats.pending_list(i)).append(ms)
                 n += 1
-        if not stats.dirty:
-            stats.dirty = True
-            self.dirty.append(stats)
+        self.touched(stats)
         if total is None:
             self.pending += n
         else:
@@ -340,9 +345,7 @@ class HostTable(dict[str, HostStats]):
                 group += rows[i : i + _ROW]
             groups = by_host.items()
         for label, group in groups:
-            stats = self.get(label)
-            if stats is None:
-                stats = self[label] = HostStats()
+            stats = self.host(label)
             n = len(group) // _ROW
             stats.requests += n
             stats.round_trips += n
