@@ -49,7 +49,7 @@ BATCH = 4096  # values left pending across a Recorder's hosts (~1,000 pooled req
 # t_body_done of one request on a pooled connection; folded ROWS_LIMIT // _ROW at a time.
 _ROW = 6
 ROWS_LIMIT = BATCH // 4 * _ROW
-# HostStats.pending by position: the seven phases (the timeline's PHASES), then the total.
+# HostStats.by_phase, by position: the seven phases (the timeline's PHASES), then the total.
 _PHASE_NAMES = (*PHASES, "total")
 SEND = PHASES.index("send")  # send, wait and receive follow each other
 TOTAL = len(PHASES)
@@ -112,7 +112,7 @@ class LatencyHistogram:
         if not pending:
             return
         values = sorted(pending)
-        pending.clear()  # in place: the fold holds on to the list (HostStats.pending)
+        pending.clear()  # in place: the fold holds on to the list (HostStats.by_phase)
         n = len(values)
         self._count += n
         self._total += math.fsum(values)
@@ -196,9 +196,9 @@ class HostStats:
     """One host's requests: counts, statuses, errors, reuse and each phase's histogram."""
 
     __slots__ = (
+        "by_phase",
         "dirty",
         "errors",
-        "pending",
         "phases",
         "requests",
         "reused",
@@ -214,16 +214,16 @@ class HostStats:
         self.statuses: dict[int, int] = {}
         self.phases: dict[str, LatencyHistogram] = {}
         # The fold appends to the histograms' pending lists directly (see HostTable): here
-        # they are by position, the seven phases in PHASES order then the total, each put in
+        # they are, by position, the seven phases in PHASES order then the total, each put in
         # the first time a value comes for it (pending_list), so that a phase that never
         # happened has no histogram.
-        self.pending: list[list[float] | None] = [None] * 8
+        self.by_phase: list[list[float] | None] = [None] * 8
         self.dirty = False  # has pending values; listed in its HostTable's ``dirty``
 
     def pending_list(self, i: int) -> list[float]:
         """The pending list of phase ``i`` (``TOTAL``: the total), made on first use."""
         hist = self.histogram(_PHASE_NAMES[i])
-        self.pending[i] = hist.pending
+        self.by_phase[i] = hist.pending
         return hist.pending
 
     def flush(self) -> None:
@@ -303,7 +303,7 @@ class HostTable(dict[str, HostStats]):
         """Leave one round trip's phase ``values`` (``PHASES`` order, ``None``: did not
         happen; may be empty) and, at a request's end, its ``total`` pending in ``stats``; at
         ``BATCH`` values, after a request, bucket them all."""
-        pending = stats.pending
+        pending = stats.by_phase
         n = 0
         for i, ms in enumerate(values):
             if ms is not None:
@@ -354,7 +354,7 @@ class HostTable(dict[str, HostStats]):
             for status, count in Counter(group[1::_ROW]).items():
                 if status is not None:
                     statuses[status] = statuses.get(status, 0) + count
-            pending = stats.pending
+            pending = stats.by_phase
             send = pending[SEND] or stats.pending_list(SEND)
             wait = pending[SEND + 1] or stats.pending_list(SEND + 1)
             receive = pending[SEND + 2] or stats.pending_list(SEND + 2)
