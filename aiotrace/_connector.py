@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import TCPConnector
@@ -135,6 +136,9 @@ def _capture(proto: ResponseHandler, cs: ConnState, hop: HopState) -> None:
 # Hot paths call the base methods directly: a zero-argument super() costs a lookup per call.
 _tcp_connect = TCPConnector.connect
 _base_release = TCPConnector._release
+_base_resolve = TCPConnector._resolve_host
+_base_ssl_context = TCPConnector._get_ssl_context
+_entry_host = operator.itemgetter("host")  # of aiohttp's resolved-host entries
 
 
 class TracingConnector(TCPConnector):
@@ -228,22 +232,22 @@ class TracingConnector(TCPConnector):
     def _resolve_host(self, host: str, port: int, traces: Any = None) -> Any:
         state = running_request()
         if state is None or state.hop is None or is_ip_address(host):
-            return super()._resolve_host(host, port, traces)
+            return _base_resolve(self, host, port, traces)
         return self._traced_resolve(state.hop, host, port, traces)
 
     async def _traced_resolve(self, hop: HopState, host: str, port: int, traces: Any) -> Any:
         cached, coalesced = dns_cache_state(self, host, port)
         hop.dns_start(host)
         try:
-            hosts = await super()._resolve_host(host, port, traces)
+            hosts = await _base_resolve(self, host, port, traces)
         except BaseException as e:
             hop.dns_done((), e, coalesced, cached)
             raise
-        hop.dns_done(tuple(h["host"] for h in hosts), None, coalesced, cached)
+        hop.dns_done(tuple(map(_entry_host, hosts)), None, coalesced, cached)
         return hosts
 
     def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:
-        ctx = super()._get_ssl_context(req)
+        ctx = _base_ssl_context(self, req)
         return None if ctx is None else traceable(ctx)
 
     def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
@@ -251,7 +255,7 @@ class TracingConnector(TCPConnector):
         p: Any = protocol
         hop: HopState | None = p.aiotrace_hop
         cs: ConnState = p.aiotrace_conn
-        cs.released_at = _now()
+        cs.released_at = now = _now()
         if cs.history is None:  # opened by an untraced request: adopt it now
             self._adopt(cs, key)
         if hop is None:  # an untraced request's: if aiohttp closes it now, close() asks why
@@ -267,7 +271,7 @@ class TracingConnector(TCPConnector):
         _base_release(self, key, protocol, should_close=should_close)
         p.aiotrace_hop = None  # detach
         if p.transport is not None and not connector_closed:
-            hop.released(None, None)  # back in the pool
+            hop.released(None, None, now)  # back in the pool
             return
         reason = cs.close_reason or "closed"
         if connector_closed:

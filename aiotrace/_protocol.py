@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 __all__ = ["TracingResponseHandler"]
 
 
-_data_received = ResponseHandler.data_received  # called directly on the hot path
+# The base methods, called directly on the hot path: a zero-argument super() costs a lookup.
+_init = ResponseHandler.__init__
+_data_received = ResponseHandler.data_received
 _feed_data = ResponseHandler.feed_data
+_close = ResponseHandler.close
+_connection_lost = ResponseHandler.connection_lost
 
 
 class TracingResponseHandler(ResponseHandler):
@@ -34,7 +38,7 @@ class TracingResponseHandler(ResponseHandler):
     __slots__ = ("aiotrace_conn", "aiotrace_hop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, keepalive_disabled: bool = False) -> None:
-        super().__init__(loop)
+        _init(self, loop)
         self.aiotrace_hop: HopState | None = None
         self.aiotrace_conn = ConnState()
         self.aiotrace_conn.keepalive_disabled = keepalive_disabled
@@ -83,7 +87,7 @@ class TracingResponseHandler(ResponseHandler):
                 conn.closing("server_closed")
             else:  # the response was cut short: released unread, or an error
                 conn.closing("closed")
-        super().close()
+        _close(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         conn = self.aiotrace_conn
@@ -92,7 +96,7 @@ class TracingResponseHandler(ResponseHandler):
             conn.closing("error" if exc is not None else "server_closed")
         hop = self.aiotrace_hop
         payload = self._payload if hop is not None else None
-        super().connection_lost(exc)
+        _connection_lost(self, exc)
         if hop is not None and hop.t_body_done is None:
             # Lost mid-round-trip: before the response (a stale pooled connection, which
             # aiohttp may retry) or mid-body. aiohttp put the error it will raise on us, or

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["make_socket_factory"]
 
 _SO_ERROR = (socket.SOL_SOCKET, socket.SO_ERROR)
+# The base methods, called directly: a zero-argument super() costs a lookup per call.
+_connect = socket.socket.connect
+_getsockopt = socket.socket.getsockopt
 
 
 class _AttemptSocket(socket.socket):
@@ -40,7 +43,7 @@ class _AttemptSocket(socket.socket):
 
     def connect(self, address: Any) -> None:
         try:
-            super().connect(address)
+            _connect(self, address)
         except (BlockingIOError, InterruptedError):
             raise
         except OSError as e:
@@ -49,7 +52,7 @@ class _AttemptSocket(socket.socket):
         self._aiotrace_done(None)
 
     def getsockopt(self, *args: Any) -> Any:
-        value = super().getsockopt(*args)
+        value = _getsockopt(self, *args)
         if self._aiotrace_hop is not None and args[:2] == _SO_ERROR and len(args) == 2:
             self._aiotrace_done(OSError(value, _strerror(value)) if value else None)
         return value

@@ -567,9 +567,15 @@ class HopState:
                 ),
             )
 
-    def released(self, body_err: BaseException | None, put_err: BaseException | None) -> None:
-        """The connection left the round trip: response_body_done, then put_idle_conn, then,
-        if the request already returned this hop's response, request_done (rule 4)."""
+    def released(
+        self,
+        body_err: BaseException | None,
+        put_err: BaseException | None,
+        now: float | None = None,
+    ) -> None:
+        """The connection left the round trip (at ``now``, if the caller just took the time):
+        response_body_done, then put_idle_conn, then, if the request already returned this
+        hop's response, request_done (rule 4)."""
         self.proto = None
         state = self.state
         d = state.d
@@ -580,7 +586,9 @@ class HopState:
         elif self.t_body_done is None and self.t_got_conn is not None:
             # body_done's stamps, where no one listens for the body or the pool: one Python
             # call fewer for the usual traced round trip.
-            self.t_body_done = now = _now()
+            if now is None:
+                now = _now()
+            self.t_body_done = now
             if self.t_end is None:
                 self.t_end = now
         if state.hop is self and state.t_end is not None and not state.done:
@@ -750,8 +758,13 @@ class RequestState:
     # -- the request ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """The observers' starters, then ``request_start``."""
         for started in self.d.starters:
             started(self)
+        self.fire_request_start()
+
+    def fire_request_start(self) -> None:
+        """``request_start``'s hook (the request boundary runs the starters itself)."""
         h = self.d.request_start
         if h is not None:
             h(
