@@ -18,7 +18,7 @@ from ._har import har_log
 from ._hooks import ClientTrace
 from ._kept import KeptRequests
 from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import BATCH, ROWS_LIMIT, HostStats, HostTable
+from ._stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
 from ._timeline import (
     ConnectionRecord,
     RequestTimeline,
@@ -201,15 +201,15 @@ def _fold(into: HostTable, state: RequestState) -> None:
     on a pooled connection, no wait for it, body read, no error) takes a short path: its
     host and stamps go to the table's rows as they are, and ``HostTable.fold_rows`` turns a
     batch of rows into counts and phases (those of
-    :func:`~aiotrace._timeline.pooled_phase_values`) at once.
+    :func:`~aiotrace._timeline.pooled_phase_values`) at once. A request whose one round trip
+    opened a connection or waited for the pool (a crawl's usual request) takes the same kind
+    of path through ``HostTable.opened``.
     """
     hop = state.hop
     if (
         hop is not None
         and state.hop_list is None
         and state.err is None
-        and hop.reused
-        and hop.t_pool_start is None
         and (cs := hop.conn) is not None
     ):
         wrote, first, body = hop.t_wrote_request, hop.t_first_byte, hop.t_body_done
@@ -217,14 +217,52 @@ def _fold(into: HostTable, state: RequestState) -> None:
             label = cs.host_label
             if label is None:
                 label = cs.host_label = _host_label(hop.url)
-            rows = into.rows
-            rows += (label, state.status, hop.t_get_conn, wrote, first, body)
-            if len(rows) >= ROWS_LIMIT:
-                into.fold_rows()
-                if into.pending >= BATCH:
-                    into.flush()
-            return
+            if hop.reused and hop.t_pool_start is None:
+                rows = into.rows
+                rows += (label, state.status, hop.t_get_conn, wrote, first, body)
+                if len(rows) >= ROWS_LIMIT:
+                    into.fold_rows()
+                    if into.pending >= BATCH:
+                        into.flush()
+                return
+            if _fold_opened(into, hop, label, state.status, wrote, first, body):
+                return
     _fold_any(into, state)
+
+
+def _fold_opened(
+    into: HostTable,
+    hop: HopState,
+    label: str,
+    status: int | None,
+    wrote: float,
+    first: float,
+    body: float,
+) -> bool:
+    """``_fold``'s path for a round trip that opened a connection or waited for the pool: a
+    row for ``HostTable.opened`` if every phase it began has ended (``False``: it has not)."""
+    if hop.t_got_conn is None:
+        return False
+    ends: list[float | None] = []
+    for begun, ended in (
+        (hop.t_pool_start, hop.t_pool_done),
+        (hop.t_dns_start, hop.t_dns_done),
+        (hop.t_connect_start, hop.t_connect_done),
+        (hop.t_tls_start, hop.t_tls_done),
+    ):
+        if begun is None:
+            ends.append(None)
+        elif ended is None:
+            return False
+        else:
+            ends.append(ended)
+    opened = into.opened
+    opened += (label, status, hop.reused, hop.t_get_conn, *ends, wrote, first, body)
+    if len(opened) >= OPENED_LIMIT:
+        into.fold_opened()
+        if into.pending >= BATCH:
+            into.flush()
+    return True
 
 
 def _fold_any(into: HostTable, state: RequestState) -> None:

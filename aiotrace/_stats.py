@@ -12,10 +12,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ._timeline import PHASES, pooled_phase_columns
+from ._timeline import PHASES, chained_phase_columns, pooled_phase_columns
 
 __all__ = [
     "BATCH",
+    "OPENED_LIMIT",
+    "OPENED_ROW",
     "ROWS_LIMIT",
     "TOTAL",
     "HostStats",
@@ -49,6 +51,12 @@ BATCH = 4096  # values left pending across a Recorder's hosts (~1,000 pooled req
 # t_body_done of one request on a pooled connection; folded ROWS_LIMIT // _ROW at a time.
 _ROW = 6
 ROWS_LIMIT = BATCH // 4 * _ROW
+# A row of HostTable.opened: host label, status, reused, t_get_conn, the end stamps of the
+# blocked, DNS, connect and TLS phases (None where the phase did not happen), t_wrote_request,
+# t_first_byte, t_body_done: the only round trip of a request with no error that opened a
+# connection or waited for the pool. Folded OPENED_LIMIT // OPENED_ROW at a time.
+OPENED_ROW = 11
+OPENED_LIMIT = 256 * OPENED_ROW
 # HostStats.by_phase, by position: the seven phases (the timeline's PHASES), then the total.
 _PHASE_NAMES = (*PHASES, "total")
 SEND = PHASES.index("send")  # send, wait and receive follow each other
@@ -269,22 +277,26 @@ class HostTable(dict[str, HostStats]):
 
     The usual request (one round trip on a pooled connection that did not wait for it, no
     error) reaches the table as a row of six plain values appended to ``rows`` (the
-    Recorder's fold); ``fold_rows`` folds them a batch at a time, column by column. Every
-    other request is folded at once, its values left pending. The table counts the values
-    left pending and lists the hosts it touched; at ``BATCH`` values every listed host is
-    flushed. So pending values stay under ``BATCH``, however many hosts there are (a crawl
-    touches thousands, each a few times) and however many values a request brings (4 on a
-    pooled connection, up to 9 per round trip on a new one), and batches stay large where it
-    matters (many requests to few hosts).
+    Recorder's fold); ``fold_rows`` folds them a batch at a time, column by column. A
+    request whose one round trip opened a connection or waited for the pool, with no error,
+    is a row of ``opened`` (``fold_opened``: by host and the phases taken, column by
+    column). Every other request is folded at once, its values left pending. The table
+    counts the values left pending and lists the hosts it touched; at ``BATCH`` values
+    every listed host is flushed. So pending values stay under ``BATCH`` (and rows under
+    their limits), however many hosts there are (a crawl touches thousands, each a few
+    times) and however many values a request brings (4 on a pooled connection, up to 9 per
+    round trip on a new one), and batches stay large where it matters (many requests to
+    few hosts).
     """
 
-    __slots__ = ("dirty", "pending", "rows")
+    __slots__ = ("dirty", "opened", "pending", "rows")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending = 0
         self.dirty: list[HostStats] = []
         self.rows: list[Any] = []  # _ROW values a request, see _ROW
+        self.opened: list[Any] = []  # OPENED_ROW values a request, see OPENED_ROW
 
     def host(self, label: str) -> HostStats:
         """The stats of host ``label`` (``host:port``), made empty the first time."""
@@ -321,6 +333,51 @@ class HostTable(dict[str, HostStats]):
         self.pending += values
         if self.pending >= BATCH:
             self.flush()
+
+    def fold_opened(self) -> None:
+        """Fold the pending rows of round trips that opened a connection (see ``opened``):
+        grouped by host and by the phases they took, each group column by column
+        (``chained_phase_columns``)."""
+        rows = self.opened
+        if not rows:
+            return
+        R = OPENED_ROW
+        labels = rows[0::R]
+        n = len(labels)
+        stops = [rows[4 + i :: R] for i in range(4)]
+        groups: dict[tuple[Any, ...], list[Any]]
+        if labels.count(labels[0]) == n and all(c.count(None) in (0, n) for c in stops):
+            groups = {(labels[0], *(c[0] is None for c in stops)): rows}  # the usual batch
+        else:
+            groups = {}
+            for i in range(0, len(rows), R):
+                row = rows[i : i + R]
+                key = (row[0], row[4] is None, row[5] is None, row[6] is None, row[7] is None)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = row
+                else:
+                    group += row
+        for (label, *absent), group in groups.items():
+            stats = self.host(label)
+            n = len(group) // R
+            stats.requests += n
+            stats.round_trips += n
+            stats.reused += sum(group[2::R])
+            statuses = stats.statuses
+            for status, count in Counter(group[1::R]).items():
+                if status is not None:
+                    statuses[status] = statuses.get(status, 0) + count
+            taken = [i for i in range(4) if not absent[i]] + [SEND, SEND + 1, SEND + 2]
+            # The row holds each phase's end stamp at 4 + its position in PHASES.
+            columns, totals = chained_phase_columns(group[3::R], [group[4 + i :: R] for i in taken])
+            pending = stats.by_phase
+            for i, values in zip(taken, columns, strict=True):
+                (pending[i] or stats.pending_list(i)).extend(values)
+            (pending[TOTAL] or stats.pending_list(TOTAL)).extend(totals)
+            self.touched(stats)
+            self.pending += (len(taken) + 1) * n
+        rows.clear()
 
     def fold_rows(self) -> None:
         """Fold the pending rows: their counts, and their phases left pending (see ``rows``).
@@ -373,6 +430,7 @@ class HostTable(dict[str, HostStats]):
     def flush(self) -> None:
         """Fold the pending rows and bucket every pending value."""
         self.fold_rows()
+        self.fold_opened()
         for stats in self.dirty:
             stats.flush()
         self.dirty.clear()
@@ -382,4 +440,5 @@ class HostTable(dict[str, HostStats]):
         super().clear()
         self.dirty.clear()
         self.rows.clear()
+        self.opened.clear()
         self.pending = 0

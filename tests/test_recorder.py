@@ -1800,6 +1800,110 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
         assert min(columns[0][i], columns[1][i], columns[2][i]) >= 0.0
 
 
+_PHASE_SPANS = (
+    ("t_pool_start", "t_pool_done"),
+    ("t_dns_start", "t_dns_done"),
+    ("t_connect_start", "t_connect_done"),
+    ("t_tls_start", "t_tls_done"),
+)
+
+
+@given(
+    st.tuples(*[st.booleans()] * 4),
+    st.lists(
+        st.lists(st.floats(min_value=1.0, max_value=11.0), min_size=14, max_size=14),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_chained_phase_columns_equal_phase_values(
+    taken: tuple[bool, bool, bool, bool], stamps: list[list[float]]
+) -> None:
+    """The aggregate fold's batch of round trips that took the same phases (any of blocked,
+    DNS, connect and TLS, then send, wait and receive) gives each one the phases and total
+    ``phase_values`` gives it alone, stamps in any order included."""
+    hops = []
+    for row in stamps:
+        hop = SimpleNamespace(
+            t_get_conn=row[0],
+            t_got_conn=row[1],
+            t_wrote_request=row[2],
+            t_first_byte=row[3],
+            t_body_done=row[4],
+            t_end=row[4],
+        )
+        for j, (start, end) in enumerate(_PHASE_SPANS):
+            setattr(hop, start, row[5 + 2 * j] if taken[j] else None)
+            setattr(hop, end, row[6 + 2 * j] if taken[j] else None)
+        hops.append(hop)
+    phases = [i for i in range(4) if taken[i]]
+    stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
+    stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
+    stops.append([h.t_body_done for h in hops])
+    columns, totals = aiotrace._timeline.chained_phase_columns([h.t_get_conn for h in hops], stops)
+    for k, hop in enumerate(hops):
+        values, total, _ = phase_values(hop)  # type: ignore[arg-type]
+        expected = [v for v in values if v is not None]
+        assert [values[i] is not None for i in range(4)] == list(taken)
+        assert [c[k] for c in columns] == expected
+        assert totals[k] == total
+
+
+async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
+    zone: DNSServer,
+    dns_resolver: AsyncResolver,
+    aiohttp_server: ServerFactory,
+    server_ssl_ctx: ssl.SSLContext,
+    client_ssl_ctx: ssl.SSLContext,
+    server: TestServer,
+) -> None:
+    """Requests that open a connection (over TLS or not, by name or by address) or wait for
+    the pool reach the aggregates as rows, several hosts and sets of phases in one batch:
+    each host gets the requests, statuses, reuse and phases its timelines report."""
+    tls_srv = await aiohttp_server(make_app(), ssl=server_ssl_ctx)
+    full = aiotrace.Recorder()
+    agg = aiotrace.Recorder(aggregate_only=True)
+    runs = (
+        ({"ssl": client_ssl_ctx, "force_close": True}, f"https://a.test:{tls_srv.port}/"),
+        ({"ssl": client_ssl_ctx, "limit": 1}, f"https://a.test:{tls_srv.port}/slow?s=0.01"),
+        ({"force_close": True}, f"http://b.test:{server.port}/"),
+        ({"force_close": True}, f"http://127.0.0.1:{server.port}/missing"),
+    )
+    for options, url in runs:
+        connector = aiotrace.TracingConnector(resolver=dns_resolver, **options)  # type: ignore[arg-type]
+        async with aiotrace.traced_session(connector=connector) as session:
+            with aiotrace.with_client_trace(full.trace), aiotrace.with_client_trace(agg.trace):
+                await asyncio.gather(*(fetch(session, url) for _ in range(3)))
+    opened = agg._stats.opened
+    R = aiotrace._stats.OPENED_ROW
+    assert len(opened) == 12 * R, "every request was left as a row"
+    shapes = {tuple(opened[i + 4 + j] is None for j in range(4)) for i in range(0, len(opened), R)}
+    assert len(shapes) == 4  # TLS by name, pool waits, plain by name, plain by address
+    stats = agg.stats
+    mine: dict[str, list[aiotrace.RequestTimeline]] = {}
+    for t in full.requests:
+        mine.setdefault(f"{t.url.host}:{t.url.port}", []).append(t)
+    assert set(stats) == set(mine)
+    for key, host in stats.items():
+        timelines = mine[key]
+        hops = [t.hops[0] for t in timelines]
+        assert host.requests == host.round_trips == len(timelines)
+        assert host.reused == sum(h.reused for h in hops)
+        statuses: dict[int, int] = {}
+        for t in timelines:
+            assert t.status is not None
+            statuses[t.status] = statuses.get(t.status, 0) + 1
+        assert host.statuses == statuses
+        for name in (*aiotrace._timeline.PHASES, "total"):
+            values = [getattr(h.timings, name) for h in hops]
+            values = [v for v in values if v is not None]
+            hist = host.phases.get(name)
+            assert (hist.count if hist else 0) == len(values), (key, name)
+            if values:
+                assert hist is not None
+                assert hist.total == pytest.approx(sum(values), abs=1e-6), (key, name)
+
+
 async def test_aggregate_batches_split_by_host(
     session: aiohttp.ClientSession, server: TestServer
 ) -> None:
