@@ -179,7 +179,13 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
-def _compile_one(fn: Callable[[Any], object], propagate: bool) -> Callable[[Any], None]:
+def _compile_one(
+    fn: Callable[[Any], object], propagate: bool, alone: bool = False
+) -> Callable[[Any], None]:
+    """What the dispatch calls for one trace's hook ``fn``. A plain function is called as it
+    is where errors propagate, or where it is the hook's only function (``alone``: the
+    emitter's own ``except`` logs its errors, see ``Dispatch.raised``); in a chain, a
+    function whose errors are only logged gets a wrapper that logs them."""
     if inspect.iscoroutinefunction(fn):
         coro_fn = fn
 
@@ -187,7 +193,7 @@ def _compile_one(fn: Callable[[Any], object], propagate: bool) -> Callable[[Any]
             event.request._state.serial().schedule(coro_fn, event)
 
         return schedule
-    if propagate:
+    if propagate or alone:
         return fn  # type: ignore[return-value]
 
     def call(event: Any) -> None:
@@ -220,11 +226,17 @@ def _chain(calls: list[Callable[[Any], None]]) -> Callable[[Any], None]:
 
 
 class Dispatch:
-    """One attribute per hook: a callable taking the event, or ``None`` if no one listens."""
+    """One attribute per hook: a callable taking the event, or ``None`` if no one listens.
+
+    An emitter calls the hook inside ``try``, and in its ``except`` asks ``raised(name)``
+    whether to re-raise (a ``propagate_errors`` trace's hook) or go on (the error is logged):
+    a hook set by one trace is that trace's own function, called with no wrapper frame.
+    """
 
     __slots__ = (
         *HOOK_NAMES,
         "finishers",
+        "propagating",
         "releases",
         "starters",
         "starts",
@@ -240,13 +252,18 @@ class Dispatch:
         self.finishers: tuple[Callable[[Any], None], ...] = tuple(
             o.on_finish for o in observers if o.on_finish is not None
         )
+        propagating = set()
         for name in HOOK_NAMES:
-            calls = []
-            for part in parts:
-                fn = getattr(part, name)
-                if fn is not None:
-                    calls.append(_compile_one(fn, part.propagate_errors))
+            setters = [part for part in parts if getattr(part, name) is not None]
+            calls = [
+                _compile_one(getattr(p, name), p.propagate_errors, len(setters) == 1)
+                for p in setters
+            ]
             setattr(self, name, _chain(calls) if calls else None)
+            # What reaches the emitter's except: a chain raises only propagating errors.
+            if len(setters) > 1 or any(p.propagate_errors for p in setters):
+                propagating.add(name)
+        self.propagating = frozenset(propagating)
         # One test each on the hot path instead of two or three (see where they are read).
         self.starts = bool(self.starters) or self.request_start is not None
         self.writes = not (
@@ -255,6 +272,14 @@ class Dispatch:
             and self.wrote_request is None
         )
         self.releases = not (self.response_body_done is None and self.put_idle_conn is None)
+
+    def raised(self, name: str) -> bool:
+        """Hook ``name`` raised (call from the emitter's ``except``): ``True`` to re-raise
+        (its trace propagates errors); else the error is logged and the request goes on."""
+        if name in self.propagating:
+            return True
+        log.exception("aiotrace: hook %s raised; the request goes on", _name(getattr(self, name)))
+        return False
 
     if TYPE_CHECKING:
 

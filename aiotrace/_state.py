@@ -307,7 +307,11 @@ class HopState:
         self.t_pool_start = now = _now()
         h = self.state.d.pool_wait_start
         if h is not None:
-            h(PoolWaitStartInfo._new(request=self.rt, time=now))
+            try:
+                h(PoolWaitStartInfo._new(request=self.rt, time=now))
+            except Exception:
+                if self.state.d.raised("pool_wait_start"):
+                    raise
 
     def pool_wait_done(self, err: BaseException | None) -> None:
         if self.t_pool_start is None or self.t_pool_done is not None:
@@ -315,7 +319,11 @@ class HopState:
         self.t_pool_done = now = _now()
         h = self.state.d.pool_wait_done
         if h is not None:
-            h(PoolWaitDoneInfo._new(request=self.rt, time=now, err=err))
+            try:
+                h(PoolWaitDoneInfo._new(request=self.rt, time=now, err=err))
+            except Exception:
+                if self.state.d.raised("pool_wait_done"):
+                    raise
 
     # -- DNS --------------------------------------------------------------------------------
 
@@ -324,7 +332,11 @@ class HopState:
         self.t_dns_start = now = _now()
         h = self.state.d.dns_start
         if h is not None:
-            h(DNSStartInfo._new(request=self.rt, time=now, host=host))
+            try:
+                h(DNSStartInfo._new(request=self.rt, time=now, host=host))
+            except Exception:
+                if self.state.d.raised("dns_start"):
+                    raise
 
     def dns_done(
         self, addrs: tuple[str, ...], err: BaseException | None, coalesced: bool, cached: bool
@@ -337,17 +349,21 @@ class HopState:
         self.dns_cached = cached
         h = self.state.d.dns_done
         if h is not None:
-            h(
-                DNSDoneInfo._new(
-                    request=self.rt,
-                    time=now,
-                    host=self.dns_host or "",
-                    addrs=addrs,
-                    err=err,
-                    coalesced=coalesced,
-                    cached=cached,
+            try:
+                h(
+                    DNSDoneInfo._new(
+                        request=self.rt,
+                        time=now,
+                        host=self.dns_host or "",
+                        addrs=addrs,
+                        err=err,
+                        coalesced=coalesced,
+                        cached=cached,
+                    )
                 )
-            )
+            except Exception:
+                if self.state.d.raised("dns_done"):
+                    raise
 
     # -- TCP connect (one attempt per address) ------------------------------------------------
 
@@ -363,11 +379,15 @@ class HopState:
             self.t_connect_start = now
         h = self.state.d.connect_start
         if h is not None:
-            h(
-                ConnectStartInfo._new(
-                    request=self.rt, time=now, network=attempt.network, addr=attempt.addr
+            try:
+                h(
+                    ConnectStartInfo._new(
+                        request=self.rt, time=now, network=attempt.network, addr=attempt.addr
+                    )
                 )
-            )
+            except Exception:
+                if self.state.d.raised("connect_start"):
+                    raise
         return attempt
 
     def connect_done(self, attempt: _Attempt, err: BaseException | None) -> None:
@@ -379,11 +399,19 @@ class HopState:
             self.t_connect_done = now
         h = self.state.d.connect_done
         if h is not None:
-            h(
-                ConnectDoneInfo._new(
-                    request=self.rt, time=now, network=attempt.network, addr=attempt.addr, err=err
+            try:
+                h(
+                    ConnectDoneInfo._new(
+                        request=self.rt,
+                        time=now,
+                        network=attempt.network,
+                        addr=attempt.addr,
+                        err=err,
+                    )
                 )
-            )
+            except Exception:
+                if self.state.d.raised("connect_done"):
+                    raise
 
     def connect_settled(self, err: BaseException | None) -> None:
         """The race is over: close out attempts still open (losers, or all on failure)."""
@@ -409,7 +437,9 @@ class HopState:
         h = self.state.d.tls_handshake_start
         if h is not None:
             self.call_in_callback(
-                h, TLSHandshakeStartInfo._new(request=self.rt, time=now, server_name=server_name)
+                "tls_handshake_start",
+                h,
+                TLSHandshakeStartInfo._new(request=self.rt, time=now, server_name=server_name),
             )
 
     def tls_done(self, info: TLSInfo | None, err: BaseException | None) -> None:
@@ -426,6 +456,7 @@ class HopState:
         if h is not None:
             i = info
             self.call_in_callback(
+                "tls_handshake_done",
                 h,
                 TLSHandshakeDoneInfo._new(
                     request=self.rt,
@@ -459,16 +490,20 @@ class HopState:
         conn = self.conn
         assert conn is not None
         assert conn.info is not None
-        h(
-            GotConnInfo._new(
-                request=self.rt,
-                time=now,
-                conn=conn.info,
-                reused=self.reused,
-                was_idle=self.reused,
-                idle_time=self.idle_time,
+        try:
+            h(
+                GotConnInfo._new(
+                    request=self.rt,
+                    time=now,
+                    conn=conn.info,
+                    reused=self.reused,
+                    was_idle=self.reused,
+                    idle_time=self.idle_time,
+                )
             )
-        )
+        except Exception:
+            if self.state.d.raised("got_conn"):
+                raise
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -480,15 +515,23 @@ class HopState:
         if h is not None:
             now = _now()
             for key in dict.fromkeys(headers.keys()):
-                h(
-                    WroteHeaderFieldInfo._new(
-                        request=self.rt, time=now, key=key, values=tuple(headers.getall(key))
+                try:
+                    h(
+                        WroteHeaderFieldInfo._new(
+                            request=self.rt, time=now, key=key, values=tuple(headers.getall(key))
+                        )
                     )
-                )
+                except Exception:
+                    if d.raised("wrote_header_field"):
+                        raise
         self.t_wrote_headers = now = _now()
         h = d.wrote_headers
         if h is not None:
-            h(WroteHeadersInfo._new(request=self.rt, time=now))
+            try:
+                h(WroteHeadersInfo._new(request=self.rt, time=now))
+            except Exception:
+                if d.raised("wrote_headers"):
+                    raise
 
     def wrote_whole_request(self, headers: Any) -> None:
         """Headers and (empty) body went out together: wrote_headers, then wrote_request."""
@@ -500,12 +543,20 @@ class HopState:
             self.t_wrote_headers = self.t_wrote_request = now = _now()
         h = d.wrote_request
         if h is not None:
-            h(WroteRequestInfo._new(request=self.rt, time=now, err=None))
+            try:
+                h(WroteRequestInfo._new(request=self.rt, time=now, err=None))
+            except Exception:
+                if d.raised("wrote_request"):
+                    raise
 
     def wait_100_continue(self) -> None:
         h = self.state.d.wait_100_continue
         if h is not None:
-            h(Wait100ContinueInfo._new(request=self.rt, time=_now()))
+            try:
+                h(Wait100ContinueInfo._new(request=self.rt, time=_now()))
+            except Exception:
+                if self.state.d.raised("wait_100_continue"):
+                    raise
 
     def wrote_request(self, err: BaseException | None) -> None:
         if self.t_wrote_request is not None:
@@ -513,7 +564,11 @@ class HopState:
         self.t_wrote_request = now = _now()
         h = self.state.d.wrote_request
         if h is not None:
-            h(WroteRequestInfo._new(request=self.rt, time=now, err=err))
+            try:
+                h(WroteRequestInfo._new(request=self.rt, time=now, err=err))
+            except Exception:
+                if self.state.d.raised("wrote_request"):
+                    raise
 
     # -- reading (loop callbacks: never raise into aiohttp) -----------------------------------
 
@@ -521,7 +576,11 @@ class HopState:
         """The first response byte's hook (the protocol stamps ``t_first_byte`` itself)."""
         h = self.state.d.got_first_response_byte
         if h is not None:
-            self.call_in_callback(h, GotFirstResponseByteInfo._new(request=self.rt, time=now))
+            self.call_in_callback(
+                "got_first_response_byte",
+                h,
+                GotFirstResponseByteInfo._new(request=self.rt, time=now),
+            )
 
     def got_1xx(self, status: int, headers: CIMultiDictProxy[str]) -> None:
         state = self.state
@@ -530,10 +589,13 @@ class HopState:
         if status == 100:
             h = d.got_100_continue
             if h is not None:
-                self.call_in_callback(h, Got100ContinueInfo._new(request=self.rt, time=now))
+                self.call_in_callback(
+                    "got_100_continue", h, Got100ContinueInfo._new(request=self.rt, time=now)
+                )
         h = d.got_1xx_response
         if h is not None:
             self.call_in_callback(
+                "got_1xx_response",
                 h,
                 Got1xxResponseInfo._new(request=self.rt, time=now, status=status, headers=headers),
             )
@@ -553,7 +615,9 @@ class HopState:
         h = state.d.response_body_done
         if h is not None:
             self.call_in_callback(
-                h, ResponseBodyDoneInfo._new(request=self.rt, time=now, status=self.status, err=err)
+                "response_body_done",
+                h,
+                ResponseBodyDoneInfo._new(request=self.rt, time=now, status=self.status, err=err),
             )
 
     def put_idle_conn(self, err: BaseException | None) -> None:
@@ -561,6 +625,7 @@ class HopState:
         if h is not None:
             conn = self.conn
             self.call_in_callback(
+                "put_idle_conn",
                 h,
                 PutIdleConnInfo._new(
                     request=self.rt, time=_now(), conn=conn.info if conn else None, err=err
@@ -598,8 +663,9 @@ class HopState:
                 state.err = failed
             state.finish(failed)
 
-    def call_in_callback(self, h: Callable[[Any], None], event: object) -> None:
-        """Fire a hook from a loop callback, where nothing may raise into aiohttp (rule 5).
+    def call_in_callback(self, name: str, h: Callable[[Any], None], event: object) -> None:
+        """Fire hook ``name`` from a loop callback, where nothing may raise into aiohttp
+        (rule 5).
 
         A ``propagate_errors`` hook's error is kept for the request boundary to raise, and
         the connection is aborted so that the request stops now rather than later.
@@ -608,6 +674,8 @@ class HopState:
             h(event)
         except Exception as e:
             state = self.state
+            if not state.d.raised(name):  # logged: the request goes on
+                return
             if state.deferred is None:
                 state.deferred = e
             log.debug("aiotrace: hook raised in a loop callback; the request fails with it")
@@ -742,12 +810,13 @@ class RequestState:
             runner = self._serial = SerialRunner()
         return runner
 
-    def call_safely(self, h: Callable[[Any], None], event: object) -> None:
-        """Fire a hook that runs after the request returned: an error can only be logged."""
+    def call_safely(self, name: str, h: Callable[[Any], None], event: object) -> None:
+        """Fire hook ``name`` after the request returned: an error can only be logged."""
         try:
             h(event)
-        except Exception:  # only a propagate_errors hook gets here
-            log.exception("aiotrace: hook raised after the request returned; logged only")
+        except Exception:
+            if self.d.raised(name):  # a propagate_errors hook: nothing left to fail
+                log.exception("aiotrace: hook raised after the request returned; logged only")
 
     def raise_deferred(self) -> None:
         err = self.deferred
@@ -767,11 +836,15 @@ class RequestState:
         """``request_start``'s hook (the request boundary runs the starters itself)."""
         h = self.d.request_start
         if h is not None:
-            h(
-                RequestStartInfo._new(
-                    request=self.rt, time=self.t_start, method=self.method, url=self.url
+            try:
+                h(
+                    RequestStartInfo._new(
+                        request=self.rt, time=self.t_start, method=self.method, url=self.url
+                    )
                 )
-            )
+            except Exception:
+                if self.d.raised("request_start"):
+                    raise
 
     def begin_hop(self, method: str, url: URL) -> HopState:
         """A new round trip: the first, a redirect hop, or a retry (rule 1)."""
@@ -784,15 +857,19 @@ class RequestState:
             hop = HopState(self, method, url, prev.index + 1, 0)
             h = self.d.redirect
             if h is not None:
-                h(
-                    RedirectInfo._new(
-                        request=hop.rt,
-                        time=_now(),
-                        status=prev.status,
-                        from_url=prev.url,
-                        to_url=url,
+                try:
+                    h(
+                        RedirectInfo._new(
+                            request=hop.rt,
+                            time=_now(),
+                            status=prev.status,
+                            from_url=prev.url,
+                            to_url=url,
+                        )
                     )
-                )
+                except Exception:
+                    if self.d.raised("redirect"):
+                        raise
         else:
             err = prev.err or ConnectionError("the round trip failed before a response")
             prev.fail(err)
@@ -800,7 +877,11 @@ class RequestState:
             h = self.d.retry
             if h is not None:
                 reason = "stale pooled connection" if prev.reused else "connection failed"
-                h(RetryInfo._new(request=hop.rt, time=_now(), reason=reason, err=err))
+                try:
+                    h(RetryInfo._new(request=hop.rt, time=_now(), reason=reason, err=err))
+                except Exception:
+                    if self.d.raised("retry"):
+                        raise
         if prev is not None:
             more = self.hop_list
             if more is None:
@@ -810,11 +891,15 @@ class RequestState:
         self.hop = hop
         h = self.d.get_conn
         if h is not None:
-            h(
-                GetConnInfo._new(
-                    request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"
+            try:
+                h(
+                    GetConnInfo._new(
+                        request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"
+                    )
                 )
-            )
+            except Exception:
+                if self.d.raised("get_conn"):
+                    raise
         return hop
 
     def end(self, response: Any) -> None:
@@ -826,11 +911,15 @@ class RequestState:
         self.final_url = url = hop.url if hop is not None else response.url
         h = self.d.request_end
         if h is not None:
-            h(
-                RequestEndInfo._new(
-                    request=self.rt, time=now, status=status, url=url, response=response
+            try:
+                h(
+                    RequestEndInfo._new(
+                        request=self.rt, time=now, status=status, url=url, response=response
+                    )
                 )
-            )
+            except Exception:
+                if self.d.raised("request_end"):
+                    raise
         if self.deferred is not None:  # a callback hook failed: the request fails with it
             self.raise_deferred()
         if hop is None or hop.t_body_done is not None:
@@ -861,7 +950,9 @@ class RequestState:
         d = self.d
         h = d.request_done
         if h is not None:
-            self.call_safely(h, RequestDoneInfo._new(request=self.rt, time=now, err=err))
+            self.call_safely(
+                "request_done", h, RequestDoneInfo._new(request=self.rt, time=now, err=err)
+            )
         for finished in d.finishers:
             finished(self)
         if not self.pinned:

@@ -1164,6 +1164,45 @@ async def test_every_hook_raising_is_logged_and_requests_go_on(
     assert len(tls_session.connector._acquired) == 0
 
 
+async def test_a_trace_alone_raising_from_every_hook_is_logged_and_requests_go_on(
+    tls_session: aiohttp.ClientSession,
+    tls_server: TestServer,
+    refused_port: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same with the raising trace the only one setting hooks (its functions are called
+    with no wrapper: the emitters log their errors): one log record per event, with the
+    hook's error and name, and the requests go on untouched."""
+    fired: list[str] = []
+
+    def boom_counted(event: Any) -> None:
+        fired.append(type(event).__name__)
+        raise HookError(type(event).__name__)
+
+    raising = aiotrace.ClientTrace(**dict.fromkeys(aiotrace.HOOK_NAMES, boom_counted))
+    with caplog.at_level(logging.ERROR, logger="aiotrace"), aiotrace.Recorder() as rec:
+        async with asyncio.timeout(10):
+            ok = await fetch(
+                tls_session, f"https://a.test:{tls_server.port}/", trace_request_ctx=raising
+            )
+            with pytest.raises(aiohttp.ClientConnectorError) as failed:
+                await fetch(
+                    tls_session, f"https://a.test:{refused_port}/", trace_request_ctx=raising
+                )
+    assert ok == (200, b"hello")
+    assert isinstance(failed.value.os_error, ConnectionRefusedError)
+    raised = [r for r in caplog.records if r.name == "aiotrace"]
+    assert len(raised) == len(fired) > 20
+    assert all(r.exc_info and isinstance(r.exc_info[1], HookError) for r in raised)
+    assert all(
+        "boom_counted" in r.getMessage() or "request_exception" in r.getMessage() for r in raised
+    )
+    assert {"TLSHandshakeDoneInfo", "ResponseBodyDoneInfo", "GotConnInfo"} <= set(fired)
+    assert fired.count("RequestDoneInfo") == 2 and fired[-1] == "RequestDoneInfo"
+    assert [t.done for t in rec.requests] == [True, True]
+    assert len(tls_session.connector._acquired) == 0
+
+
 # Hooks that fire before request_end on a fresh HTTPS request with a small body. (request_done
 # is left out: the README says its error is only logged once the request is over.)
 PRE_END_HOOKS = [
@@ -1206,6 +1245,28 @@ async def test_propagate_errors_fails_the_request_with_the_hook_error(
         )
         check(len(tls_session.connector._acquired) == 0, "a connection is still acquired")
         check(current_request.get() is None, "current_request leaked")
+    async with asyncio.timeout(5):
+        assert await fetch(tls_session, url) == (200, b"hello")
+
+
+@pytest.mark.parametrize("hook", PRE_END_HOOKS)
+async def test_a_propagating_trace_alone_fails_the_request_with_the_hook_error(
+    hook: str, tls_session: aiohttp.ClientSession, tls_server: TestServer
+) -> None:
+    """The same with the propagating trace the only one setting hooks (its function called
+    with no wrapper): the caller gets the hook's error at once, the request is done, and the
+    pool stays usable."""
+    url = f"https://a.test:{tls_server.port}/"
+    trace = aiotrace.ClientTrace(propagate_errors=True, **{hook: boom})
+    with aiotrace.Recorder() as rec:
+        started = time.perf_counter()
+        with pytest.raises(HookError):
+            async with asyncio.timeout(10):
+                await fetch(tls_session, url, trace_request_ctx=trace)
+        elapsed = time.perf_counter() - started
+    assert elapsed < 1.0
+    assert [tl.done for tl in rec.requests] == [True]
+    assert len(tls_session.connector._acquired) == 0
     async with asyncio.timeout(5):
         assert await fetch(tls_session, url) == (200, b"hello")
 
