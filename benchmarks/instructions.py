@@ -36,11 +36,14 @@ from typing import Any
 
 from .__main__ import (
     SCENARIOS,
+    Config,
+    ConnectorOptions,
     Fixture,
     Scenario,
     _configs,
     _open,
     _select,
+    _traced,
     run_block,
 )
 
@@ -52,6 +55,20 @@ COUNTS = {
     "newconn-seq-small-http": (40, 360),
 }
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
+
+
+def _empty_trace(options: ConnectorOptions) -> Any:
+    from aiotrace import ClientTrace
+
+    return _traced(options, trace=ClientTrace())
+
+
+def _counted_configs() -> list[Config]:
+    """The timed benchmark's configurations, and ``empty-trace`` (a ClientTrace with no hook
+    and no observer): the traced round trip's own cost, which every trace pays."""
+    configs = [c for c in _configs() if c.name != "plain2"]
+    configs.insert(2, Config("empty-trace", _empty_trace))
+    return configs
 
 
 def _options(scenario: Scenario) -> dict[str, Any]:
@@ -66,7 +83,7 @@ def _url(scenario: Scenario, port: int) -> str:
 
 
 async def _child(config_name: str, scenario: Scenario, port: int, n: int, keep_gc: bool) -> None:
-    config = next(c for c in _configs() if c.name == config_name)
+    config = next(c for c in _counted_configs() if c.name == config_name)
     client = await _open(config, _options(scenario))
     url = _url(scenario, port)
     try:
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     scenarios = [s for s in _select(SCENARIOS, args.scenario) if s.name in COUNTS]
-    names = [c.name for c in _configs() if c.name != "plain2"]
+    names = [c.name for c in _counted_configs()]
     unknown = set(args.config) - set(names)
     if not scenarios or unknown:
         print(f"nothing to count: scenarios {sorted(COUNTS)}, configs {names}", file=sys.stderr)
