@@ -1136,6 +1136,22 @@ async def tls_session(
         yield s
 
 
+async def _ok_then_refused(
+    session: aiohttp.ClientSession,
+    tls_server: TestServer,
+    refused_port: int,
+    trace: aiotrace.ClientTrace,
+) -> None:
+    """One request that succeeds and one refused, both traced with ``trace``: each ends as
+    it would untraced."""
+    async with asyncio.timeout(10):
+        ok = await fetch(session, f"https://a.test:{tls_server.port}/", trace_request_ctx=trace)
+        with pytest.raises(aiohttp.ClientConnectorError) as failed:
+            await fetch(session, f"https://a.test:{refused_port}/", trace_request_ctx=trace)
+    assert ok == (200, b"hello")
+    assert isinstance(failed.value.os_error, ConnectionRefusedError)
+
+
 async def test_every_hook_raising_is_logged_and_requests_go_on(
     tls_session: aiohttp.ClientSession,
     tls_server: TestServer,
@@ -1145,16 +1161,7 @@ async def test_every_hook_raising_is_logged_and_requests_go_on(
     """Every hook raising: each raise is logged on "aiotrace" and the requests go on untouched."""
     raising = aiotrace.ClientTrace(**dict.fromkeys(aiotrace.HOOK_NAMES, boom))
     with caplog.at_level(logging.ERROR, logger="aiotrace"), capture_events() as log:
-        async with asyncio.timeout(10):
-            ok = await fetch(
-                tls_session, f"https://a.test:{tls_server.port}/", trace_request_ctx=raising
-            )
-            with pytest.raises(aiohttp.ClientConnectorError) as failed:
-                await fetch(
-                    tls_session, f"https://a.test:{refused_port}/", trace_request_ctx=raising
-                )
-    assert ok == (200, b"hello")
-    assert isinstance(failed.value.os_error, ConnectionRefusedError)
+        await _ok_then_refused(tls_session, tls_server, refused_port, raising)
     raised = [r for r in caplog.records if r.name == "aiotrace"]
     assert len(raised) == len(log.events)
     assert all(r.exc_info and isinstance(r.exc_info[1], HookError) for r in raised)
@@ -1181,16 +1188,7 @@ async def test_a_trace_alone_raising_from_every_hook_is_logged_and_requests_go_o
 
     raising = aiotrace.ClientTrace(**dict.fromkeys(aiotrace.HOOK_NAMES, boom_counted))
     with caplog.at_level(logging.ERROR, logger="aiotrace"), aiotrace.Recorder() as rec:
-        async with asyncio.timeout(10):
-            ok = await fetch(
-                tls_session, f"https://a.test:{tls_server.port}/", trace_request_ctx=raising
-            )
-            with pytest.raises(aiohttp.ClientConnectorError) as failed:
-                await fetch(
-                    tls_session, f"https://a.test:{refused_port}/", trace_request_ctx=raising
-                )
-    assert ok == (200, b"hello")
-    assert isinstance(failed.value.os_error, ConnectionRefusedError)
+        await _ok_then_refused(tls_session, tls_server, refused_port, raising)
     raised = [r for r in caplog.records if r.name == "aiotrace"]
     assert len(raised) == len(fired) > 20
     assert all(r.exc_info and isinstance(r.exc_info[1], HookError) for r in raised)
