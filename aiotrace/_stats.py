@@ -57,6 +57,7 @@ ROWS_LIMIT = BATCH // 4 * _ROW
 # connection or waited for the pool. Folded OPENED_LIMIT // OPENED_ROW at a time.
 OPENED_ROW = 11
 OPENED_LIMIT = 256 * OPENED_ROW
+_COLUMNS_FROM = 16  # rows of one host and phase set folded as columns; fewer, row by row
 # HostStats.by_phase, by position: the seven phases (the timeline's PHASES), then the total.
 _PHASE_NAMES = (*PHASES, "total")
 SEND = PHASES.index("send")  # send, wait and receive follow each other
@@ -335,9 +336,10 @@ class HostTable(dict[str, HostStats]):
             self.flush()
 
     def fold_opened(self) -> None:
-        """Fold the pending rows of round trips that opened a connection (see ``opened``):
-        grouped by host and by the phases they took, each group column by column
-        (``chained_phase_columns``)."""
+        """Fold the pending rows of round trips that opened a connection (see ``opened``),
+        grouped by host and by the phases they took: a large group (requests to one service)
+        column by column (``chained_phase_columns``), a small one (a crawl: each host a few
+        times) row by row, where columns of a few values would cost more than they save."""
         rows = self.opened
         if not rows:
             return
@@ -360,6 +362,10 @@ class HostTable(dict[str, HostStats]):
                     group += row
         for (label, *absent), group in groups.items():
             stats = self.host(label)
+            if len(group) < _COLUMNS_FROM * R:
+                for i in range(0, len(group), R):
+                    self._leave_opened(stats, group, i)
+                continue
             n = len(group) // R
             stats.requests += n
             stats.round_trips += n
@@ -378,6 +384,32 @@ class HostTable(dict[str, HostStats]):
             self.touched(stats)
             self.pending += (len(taken) + 1) * n
         rows.clear()
+
+    def _leave_opened(self, stats: HostStats, rows: list[Any], i: int) -> None:
+        """Fold the row at ``rows[i]`` alone: what ``chained_phase_columns`` gives it."""
+        stats.requests += 1
+        stats.round_trips += 1
+        if rows[i + 2]:
+            stats.reused += 1
+        status = rows[i + 1]
+        if status is not None:
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+        pending = stats.by_phase
+        t0 = at = rows[i + 3]
+        n = 1  # the total
+        for phase, stop in enumerate(rows[i + 4 : i + OPENED_ROW]):
+            if stop is None:
+                continue
+            if stop > at:
+                ms = (stop - at) * 1000.0
+                at = stop
+            else:
+                ms = 0.0
+            (pending[phase] or stats.pending_list(phase)).append(ms)
+            n += 1
+        (pending[TOTAL] or stats.pending_list(TOTAL)).append((at - t0) * 1000.0)
+        self.touched(stats)
+        self.pending += n
 
     def fold_rows(self) -> None:
         """Fold the pending rows: their counts, and their phases left pending (see ``rows``).

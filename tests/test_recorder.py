@@ -1849,6 +1849,68 @@ def test_chained_phase_columns_equal_phase_values(
         assert totals[k] == total
 
 
+_OPENED_REQUEST = st.tuples(
+    st.sampled_from(["a.test:80", "b.test:443"]),
+    st.sampled_from([(True, False, True, False), (False, True, True, True)]),
+    st.booleans(),
+    st.sampled_from([200, 404, None]),
+    st.lists(st.floats(min_value=1.0, max_value=11.0), min_size=12, max_size=12),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_OPENED_REQUEST, min_size=16, max_size=40).map(
+        lambda rs: [(rs[0][0], rs[0][1], *r[2:]) for r in rs]  # one host and phase set
+    ),
+    st.lists(_OPENED_REQUEST, max_size=30),
+)
+def test_opened_rows_fold_as_phase_values_says(
+    bulk: list[tuple[str, tuple[bool, ...], bool, int | None, list[float]]],
+    rest: list[tuple[str, tuple[bool, ...], bool, int | None, list[float]]],
+) -> None:
+    """A batch of opened-connection rows, one host and phase set with many rows (folded as
+    columns) mixed with others with few (row by row), leaves each host the counts and phase
+    values ``phase_values`` gives its round trips one by one."""
+    requests = bulk + rest
+    table = aiotrace._stats.HostTable()
+    expected: dict[str, dict[int, list[float]]] = {}
+    counts: dict[str, list[Any]] = {}
+    for label, taken, reused, status, stamps in requests:
+        hop = SimpleNamespace(
+            t_get_conn=stamps[0],
+            t_got_conn=stamps[1],
+            t_wrote_request=stamps[2],
+            t_first_byte=stamps[3],
+            t_body_done=stamps[4],
+            t_end=stamps[4],
+        )
+        for j, (start, end) in enumerate(_PHASE_SPANS):
+            setattr(hop, start, stamps[5 + j] if taken[j] else None)
+            setattr(hop, end, stamps[8 + j] if taken[j] else None)
+        ends = [getattr(hop, end) for _, end in _PHASE_SPANS]
+        table.opened += (label, status, reused, hop.t_get_conn, *ends)
+        table.opened += (hop.t_wrote_request, hop.t_first_byte, hop.t_body_done)
+        values, total, _ = phase_values(hop)  # type: ignore[arg-type]
+        mine = expected.setdefault(label, {})
+        for i, v in enumerate([*values, total]):
+            if v is not None:
+                mine.setdefault(i, []).append(v)
+        c = counts.setdefault(label, [0, 0, {}])
+        c[0] += 1
+        c[1] += reused
+        if status is not None:
+            c[2][status] = c[2].get(status, 0) + 1
+    table.fold_opened()
+    assert not table.opened
+    assert set(table) == set(expected)
+    for label, stats in table.items():
+        assert [stats.requests, stats.reused, stats.statuses] == counts[label]
+        assert stats.round_trips == stats.requests
+        got = {i: sorted(p) for i, p in enumerate(stats.by_phase) if p}
+        assert got == {i: sorted(v) for i, v in expected[label].items()}
+
+
 async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
     zone: DNSServer,
     dns_resolver: AsyncResolver,
