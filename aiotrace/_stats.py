@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ._timeline import PHASES, chained_phase_columns, pooled_phase_columns
+from ._timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
 
 __all__ = [
     "BATCH",
@@ -416,7 +416,8 @@ class HostTable(dict[str, HostStats]):
 
         Slices and C-level maps do the per-request work (``pooled_phase_columns``), so a
         request costs no Python frame here; only rows for more than one host are split by a
-        Python loop first.
+        Python loop first, and a host with few rows in the batch (a crawl) is folded row by
+        row, where columns of a few values would cost more than they save.
         """
         rows = self.rows
         if not rows:
@@ -435,6 +436,10 @@ class HostTable(dict[str, HostStats]):
             groups = by_host.items()
         for label, group in groups:
             stats = self.host(label)
+            if len(group) < _COLUMNS_FROM * _ROW:
+                for i in range(0, len(group), _ROW):
+                    self._leave_pooled(stats, group, i)
+                continue
             n = len(group) // _ROW
             stats.requests += n
             stats.round_trips += n
@@ -458,6 +463,23 @@ class HostTable(dict[str, HostStats]):
             self.touched(stats)
             self.pending += 4 * n
         rows.clear()
+
+    def _leave_pooled(self, stats: HostStats, rows: list[Any], i: int) -> None:
+        """Fold the row at ``rows[i]`` alone: what ``pooled_phase_columns`` gives it."""
+        stats.requests += 1
+        stats.round_trips += 1
+        stats.reused += 1
+        status = rows[i + 1]
+        if status is not None:
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+        send, wait, receive = pooled_phases(*rows[i + 2 : i + _ROW])
+        pending = stats.by_phase
+        (pending[SEND] or stats.pending_list(SEND)).append(send)
+        (pending[SEND + 1] or stats.pending_list(SEND + 1)).append(wait)
+        (pending[SEND + 2] or stats.pending_list(SEND + 2)).append(receive)
+        (pending[TOTAL] or stats.pending_list(TOTAL)).append(send + wait + receive)
+        self.touched(stats)
+        self.pending += 4
 
     def flush(self) -> None:
         """Fold the pending rows and bucket every pending value."""

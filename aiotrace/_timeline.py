@@ -137,7 +137,12 @@ def pooled_phase_values(h: HopState) -> tuple[float, float, float] | None:
         return None
     if wrote is None or first is None or body is None:
         return None
-    at = h.t_get_conn
+    return pooled_phases(h.t_get_conn, wrote, first, body)
+
+
+def pooled_phases(at: float, wrote: float, first: float, body: float) -> tuple[float, float, float]:
+    """send, wait and receive (ms) from a pooled round trip's four stamps: each phase starts
+    at the latest stamp so far (the module's rules)."""
     send = (wrote - at) * 1000.0 if wrote > at else 0.0
     if wrote > at:
         at = wrote

@@ -1767,6 +1767,18 @@ async def test_har_started_date_time_is_the_hop_start(
     assert abs(started.timestamp() - time.time()) < 5
 
 
+def _pooled_hop(get_conn: float, wrote: float, first: float, body: float) -> Any:
+    """The stamps of a round trip on a pooled connection that did not wait for it."""
+    return SimpleNamespace(
+        reused=True,
+        t_pool_start=None,
+        t_get_conn=get_conn,
+        t_wrote_request=wrote,
+        t_first_byte=first,
+        t_body_done=body,
+    )
+
+
 @given(
     st.lists(
         st.tuples(*[st.floats(min_value=0.0, max_value=10.0, allow_nan=False)] * 4),
@@ -1779,17 +1791,7 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
 ) -> None:
     """The aggregate fold's batch of pooled round trips gives each one the phases
     ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
-    hops = [
-        SimpleNamespace(
-            reused=True,
-            t_pool_start=None,
-            t_get_conn=g,
-            t_wrote_request=w,
-            t_first_byte=f,
-            t_body_done=b,
-        )
-        for g, w, f, b in stamps
-    ]
+    hops = [_pooled_hop(*s) for s in stamps]
     columns = aiotrace._timeline.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
     for i, hop in enumerate(hops):
         one = pooled_phase_values(hop)  # type: ignore[arg-type]
@@ -1847,6 +1849,53 @@ def test_chained_phase_columns_equal_phase_values(
         assert [values[i] is not None for i in range(4)] == list(taken)
         assert [c[k] for c in columns] == expected
         assert totals[k] == total
+
+
+_POOLED_REQUEST = st.tuples(
+    st.sampled_from(["a.test:80", "b.test:443", "c.test:80"]),
+    st.sampled_from([200, 503, None]),
+    st.lists(st.floats(min_value=1.0, max_value=11.0), min_size=4, max_size=4),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_POOLED_REQUEST, min_size=16, max_size=40).map(
+        lambda rs: [(rs[0][0], *r[1:]) for r in rs]  # one host
+    ),
+    st.lists(_POOLED_REQUEST, max_size=30),
+)
+def test_pooled_rows_fold_as_pooled_phase_values_says(
+    bulk: list[tuple[str, int | None, list[float]]],
+    rest: list[tuple[str, int | None, list[float]]],
+) -> None:
+    """A batch of pooled rows, one host with many rows (folded as columns) mixed with hosts
+    with few (row by row), leaves each host the counts and the send, wait, receive and total
+    ``pooled_phase_values`` gives its round trips one by one."""
+    table = aiotrace._stats.HostTable()
+    expected: dict[str, list[list[float]]] = {}
+    counts: dict[str, list[Any]] = {}
+    for label, status, (g, w, f, b) in bulk + rest:
+        table.rows += (label, status, g, w, f, b)
+        one = pooled_phase_values(_pooled_hop(g, w, f, b))  # type: ignore[arg-type]
+        assert one is not None
+        mine = expected.setdefault(label, [[], [], [], []])
+        for column, v in zip(mine, (*one, sum(one)), strict=True):
+            column.append(v)
+        c = counts.setdefault(label, [0, {}])
+        c[0] += 1
+        if status is not None:
+            c[1][status] = c[1].get(status, 0) + 1
+    table.fold_rows()
+    assert not table.rows
+    assert set(table) == set(expected)
+    send = aiotrace._stats.SEND
+    for label, stats in table.items():
+        assert [stats.requests, stats.statuses] == counts[label]
+        assert stats.round_trips == stats.reused == stats.requests
+        got = [stats.by_phase[i] for i in (send, send + 1, send + 2, aiotrace._stats.TOTAL)]
+        for values, want in zip(got, expected[label], strict=True):
+            assert sorted(values or []) == pytest.approx(sorted(want))
 
 
 _OPENED_REQUEST = st.tuples(
