@@ -99,20 +99,16 @@ async def _traced(
 ) -> Any:
     state = RequestState(trace, method.upper(), str_or_url)
     cell = RequestCell()
-    token = current_request.set(cell)
     cell.state = state
+    token = current_request.set(cell)
     # The scoped trace is already in the state: contexts aiohttp copies during the request
     # (timers, pooled transports) must not keep it, nor the Recorder behind it, alive.
     scoped_token = scoped_trace.set(None) if in_scope else None
     response = None
     try:
         try:
-            d = state.d
-            if d.starts:
-                for started in d.starters:  # observers (a Recorder's: a set's own add)
-                    started(state)
-                if d.request_start is not None:
-                    state.fire_request_start()
+            if state.d.starts:
+                state.start()
             response = await aiohttp_request(method, str_or_url, **kw)
             state.end(response)
         except BaseException as e:  # aiohttp's error, or a propagate_errors hook's

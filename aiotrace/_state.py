@@ -827,13 +827,8 @@ class RequestState:
     # -- the request ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """The observers' starters, then ``request_start``."""
         for started in self.d.starters:
             started(self)
-        self.fire_request_start()
-
-    def fire_request_start(self) -> None:
-        """``request_start``'s hook (the request boundary runs the starters itself)."""
         h = self.d.request_start
         if h is not None:
             try:

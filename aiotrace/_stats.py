@@ -273,6 +273,18 @@ def _as_dict(q: Quantiles) -> dict[str, float]:
     return {f: getattr(q, f) for f in Quantiles.__slots__}
 
 
+def _count(stats: HostStats, n: int, reused: int, statuses: list[int | None]) -> None:
+    """Count ``n`` requests of one round trip each (``reused`` on a pooled connection) and
+    their ``statuses`` (``None``: no response)."""
+    stats.requests += n
+    stats.round_trips += n
+    stats.reused += reused
+    counts = stats.statuses
+    for status, count in Counter(statuses).items():
+        if status is not None:
+            counts[status] = counts.get(status, 0) + count
+
+
 class HostTable(dict[str, HostStats]):
     """Per-host stats with one budget for the values not yet bucketed.
 
@@ -367,13 +379,7 @@ class HostTable(dict[str, HostStats]):
                     self._leave_opened(stats, group, i)
                 continue
             n = len(group) // R
-            stats.requests += n
-            stats.round_trips += n
-            stats.reused += sum(group[2::R])
-            statuses = stats.statuses
-            for status, count in Counter(group[1::R]).items():
-                if status is not None:
-                    statuses[status] = statuses.get(status, 0) + count
+            _count(stats, n, sum(group[2::R]), group[1::R])
             taken = [i for i in range(4) if not absent[i]] + [SEND, SEND + 1, SEND + 2]
             # The row holds each phase's end stamp at 4 + its position in PHASES.
             columns, totals = chained_phase_columns(group[3::R], [group[4 + i :: R] for i in taken])
@@ -441,13 +447,7 @@ class HostTable(dict[str, HostStats]):
                     self._leave_pooled(stats, group, i)
                 continue
             n = len(group) // _ROW
-            stats.requests += n
-            stats.round_trips += n
-            stats.reused += n
-            statuses = stats.statuses
-            for status, count in Counter(group[1::_ROW]).items():
-                if status is not None:
-                    statuses[status] = statuses.get(status, 0) + count
+            _count(stats, n, n, group[1::_ROW])
             pending = stats.by_phase
             send = pending[SEND] or stats.pending_list(SEND)
             wait = pending[SEND + 1] or stats.pending_list(SEND + 1)
