@@ -1810,6 +1810,26 @@ _PHASE_SPANS = (
 )
 
 
+def _opened_hop(
+    stamps: list[float], taken: tuple[bool, ...], starts: list[float], ends: list[float]
+) -> Any:
+    """A finished round trip's stamps: get_conn, got_conn, wrote, first byte, body done, and
+    the blocked, DNS, connect and TLS phases it ``taken`` (from ``starts`` to ``ends``)."""
+    get_conn, got_conn, wrote, first, body = stamps
+    hop = SimpleNamespace(
+        t_get_conn=get_conn,
+        t_got_conn=got_conn,
+        t_wrote_request=wrote,
+        t_first_byte=first,
+        t_body_done=body,
+        t_end=body,
+    )
+    for j, (start, end) in enumerate(_PHASE_SPANS):
+        setattr(hop, start, starts[j] if taken[j] else None)
+        setattr(hop, end, ends[j] if taken[j] else None)
+    return hop
+
+
 @given(
     st.tuples(*[st.booleans()] * 4),
     st.lists(
@@ -1824,20 +1844,7 @@ def test_chained_phase_columns_equal_phase_values(
     """The aggregate fold's batch of round trips that took the same phases (any of blocked,
     DNS, connect and TLS, then send, wait and receive) gives each one the phases and total
     ``phase_values`` gives it alone, stamps in any order included."""
-    hops = []
-    for row in stamps:
-        hop = SimpleNamespace(
-            t_get_conn=row[0],
-            t_got_conn=row[1],
-            t_wrote_request=row[2],
-            t_first_byte=row[3],
-            t_body_done=row[4],
-            t_end=row[4],
-        )
-        for j, (start, end) in enumerate(_PHASE_SPANS):
-            setattr(hop, start, row[5 + 2 * j] if taken[j] else None)
-            setattr(hop, end, row[6 + 2 * j] if taken[j] else None)
-        hops.append(hop)
+    hops = [_opened_hop(row[:5], taken, row[5::2], row[6::2]) for row in stamps]
     phases = [i for i in range(4) if taken[i]]
     stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
     stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
@@ -1926,17 +1933,7 @@ def test_opened_rows_fold_as_phase_values_says(
     expected: dict[str, dict[int, list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, taken, reused, status, stamps in requests:
-        hop = SimpleNamespace(
-            t_get_conn=stamps[0],
-            t_got_conn=stamps[1],
-            t_wrote_request=stamps[2],
-            t_first_byte=stamps[3],
-            t_body_done=stamps[4],
-            t_end=stamps[4],
-        )
-        for j, (start, end) in enumerate(_PHASE_SPANS):
-            setattr(hop, start, stamps[5 + j] if taken[j] else None)
-            setattr(hop, end, stamps[8 + j] if taken[j] else None)
+        hop = _opened_hop(stamps[:5], taken, stamps[5:9], stamps[8:12])
         ends = [getattr(hop, end) for _, end in _PHASE_SPANS]
         table.opened += (label, status, reused, hop.t_get_conn, *ends)
         table.opened += (hop.t_wrote_request, hop.t_first_byte, hop.t_body_done)
