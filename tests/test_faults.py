@@ -171,6 +171,8 @@ def dripping_body(size: int = 40, interval: float = 0.05) -> Any:
         for _ in range(size):
             await writer.drain()
             await asyncio.sleep(interval)
+            if writer.is_closing():  # the client left (cancelled): uvloop raises on a write
+                return
             writer.write(b"x")
         await writer.drain()
 
