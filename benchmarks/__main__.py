@@ -164,6 +164,11 @@ def _idle(options: ConnectorOptions) -> aiohttp.ClientSession:
     return _traced(options)
 
 
+def _empty_trace(options: ConnectorOptions) -> aiohttp.ClientSession:
+    # No hook, no observer: the traced round trip's own cost, which every trace pays first.
+    return _traced(options, trace=_aiotrace().ClientTrace())
+
+
 def _noop_hooks(options: ConnectorOptions) -> aiohttp.ClientSession:
     lib = _aiotrace()
     # Hook fields are the public ones defaulting to None (not propagate_errors, not private state).
@@ -222,6 +227,7 @@ def _configs() -> list[Config]:
         Config("plain", _plain),
         Config("plain2", _plain),
         Config("idle", _idle),
+        Config("empty-trace", _empty_trace),
         Config("noop-hooks", _noop_hooks),
         Config("recorder", _recorder),
         Config("recorder-aggregate", _recorder_aggregate),

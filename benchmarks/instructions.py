@@ -37,13 +37,11 @@ from typing import Any
 from .__main__ import (
     SCENARIOS,
     Config,
-    ConnectorOptions,
     Fixture,
     Scenario,
     _configs,
     _open,
     _select,
-    _traced,
     run_block,
 )
 
@@ -57,18 +55,9 @@ COUNTS = {
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
 
 
-def _empty_trace(options: ConnectorOptions) -> Any:
-    from aiotrace import ClientTrace
-
-    return _traced(options, trace=ClientTrace())
-
-
 def _counted_configs() -> list[Config]:
-    """The timed benchmark's configurations, and ``empty-trace`` (a ClientTrace with no hook
-    and no observer): the traced round trip's own cost, which every trace pays."""
-    configs = [c for c in _configs() if c.name != "plain2"]
-    configs.insert(2, Config("empty-trace", _empty_trace))
-    return configs
+    """The timed benchmark's configurations but the control (a count does not drift)."""
+    return [c for c in _configs() if c.name != "plain2"]
 
 
 def _options(scenario: Scenario) -> dict[str, Any]:
