@@ -16,6 +16,11 @@ instructions the client process executes per request, with valgrind's callgrind:
    about allocation, the collector's passes are noise. Counts still move by about +-2k
    instructions per request between runs of the same code (the event loop's scheduling).
 
+4. ``--cache`` adds callgrind's cache model, with its last level sized as the reference VM's
+   per-core L2 (512 KiB, 8-way, 64 B lines; callgrind models two levels): misses per request
+   in the first-level data cache and in that L2, for when CPU ratios run above instruction
+   ratios (64 requests in flight) and the question is whether the working set outgrew a cache.
+
 It is a tool for finding where instructions go, not a target: the issue's targets are CPU
 ratios from ``python -m benchmarks``. Counts exclude the kernel, so a scenario dominated by
 system calls (a new connection per request) reads higher here than in CPU time.
@@ -52,7 +57,9 @@ COUNTS = {
     "c64-small-http": (256, 2304),
     "newconn-seq-small-http": (40, 360),
 }
-_COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
+# callgrind's totals: Ir, and with the cache model Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+_COLLECTED = re.compile(rb"Collected\s*:\s*(\d+(?: \d+)*)")
+_L2_MODEL = "--LL=524288,8,64"
 
 
 def _counted_configs() -> list[Config]:
@@ -85,11 +92,16 @@ async def _child(config_name: str, scenario: Scenario, port: int, n: int, keep_g
         await client.session.close()
 
 
-def _count(config: str, scenario: Scenario, port: int, n: int, keep_gc: bool) -> int:
-    """Instructions the client executes making ``n`` requests (plus start-up and warm-up)."""
+def _count(
+    config: str, scenario: Scenario, port: int, n: int, keep_gc: bool, cache: bool
+) -> tuple[int, int, int]:
+    """(instructions, L1 data misses, L2 misses) the client incurs making ``n`` requests (plus
+    start-up and warm-up); the misses are 0 without ``cache``."""
+    model = ["--cache-sim=yes", _L2_MODEL] if cache else []
     cmd = [
         "valgrind",
         "--tool=callgrind",
+        *model,
         "--callgrind-out-file=/dev/null",
         sys.executable,
         "-m",
@@ -109,7 +121,15 @@ def _count(config: str, scenario: Scenario, port: int, n: int, keep_gc: bool) ->
     if run.returncode != 0 or found is None:
         tail = run.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"{config} on {scenario.name}: {tail[0]}")
-    return int(found.group(1))
+    totals = [int(v) for v in found.group(1).split()]
+    if len(totals) < 9:
+        return totals[0], 0, 0
+    ir, _dr, _dw, _i1, d1r, d1w, l2i, l2r, l2w = totals[:9]
+    return ir, d1r + d1w, l2i + l2r + l2w
+
+
+def _ratio(value: float, plain: list[float] | None, i: int) -> str:
+    return f"{value / plain[i]:8.3f}" if plain and plain[i] else " " * 8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", default=[], metavar="PATTERN")
     parser.add_argument("--config", action="append", default=[], metavar="NAME")
     parser.add_argument("--gc", action="store_true", help="keep the garbage collector on")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="also count L1 data and L2 misses (cache model, 512 KiB L2; ~3x slower)",
+    )
     parser.add_argument("--child", nargs=4, metavar=("CONFIG", "SCENARIO", "PORT", "N"))
     args = parser.parse_args(argv)
     if args.child:
@@ -140,22 +165,28 @@ def main(argv: list[str] | None = None) -> int:
     fixture = Fixture()
     try:
         port = fixture.ports["http"]
-        print(f"{'scenario / config':34} {'k instr/req':>12} {'x plain':>8}")
+        header = f"{'scenario / config':34} {'k instr/req':>12} {'x plain':>8}"
+        if args.cache:
+            header += f" {'L1d miss':>9} {'x plain':>8} {'L2 miss':>8} {'x plain':>8}"
+        print(header)
         for scenario in scenarios:
             print(scenario.name)
             n1, n2 = COUNTS[scenario.name]
-            plain = None
+            plain: list[float] | None = None
             for name in names:
                 try:
-                    a = _count(name, scenario, port, n1, args.gc)
-                    b = _count(name, scenario, port, n2, args.gc)
+                    a = _count(name, scenario, port, n1, args.gc, args.cache)
+                    b = _count(name, scenario, port, n2, args.gc, args.cache)
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
                     print(f"  {name:32} skipped: {e}")
                     continue
-                per = (b - a) / (n2 - n1)
+                per = [(y - x) / (n2 - n1) for x, y in zip(a, b, strict=True)]
                 plain = per if name == "plain" else plain
-                ratio = f"{per / plain:8.3f}" if plain else " " * 8
-                print(f"  {name:32} {per / 1000:12.1f} {ratio}", flush=True)
+                line = f"  {name:32} {per[0] / 1000:12.1f} {_ratio(per[0], plain, 0)}"
+                if args.cache:
+                    line += f" {per[1]:9.0f} {_ratio(per[1], plain, 1)}"
+                    line += f" {per[2]:8.0f} {_ratio(per[2], plain, 2)}"
+                print(line, flush=True)
     finally:
         fixture.close()
     return 0
