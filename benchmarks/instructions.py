@@ -92,36 +92,37 @@ async def _child(config_name: str, scenario: Scenario, port: int, n: int, keep_g
         await client.session.close()
 
 
+def callgrind_totals(
+    module_args: list[str], label: str, *, cache: bool = False, env: dict[str, str] | None = None
+) -> list[int]:
+    """callgrind's totals for ``python -m <module_args>`` (Ir, and with ``cache`` the cache
+    model's counts: see _COLLECTED). Raises ``RuntimeError`` with ``label`` and the child's last
+    line if it fails."""
+    model = ["--cache-sim=yes", _L2_MODEL] if cache else []
+    cmd = ["valgrind", "--tool=callgrind", *model, "--callgrind-out-file=/dev/null"]
+    cmd += [sys.executable, "-m", *module_args]
+    run = subprocess.run(
+        cmd,
+        capture_output=True,
+        timeout=900,
+        env={**os.environ, **(env or {}), "PYTHONHASHSEED": "0"},
+    )
+    found = _COLLECTED.search(run.stderr)
+    if run.returncode != 0 or found is None:
+        tail = run.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{label}: {tail[0]}")
+    return [int(v) for v in found.group(1).split()]
+
+
 def _count(
     config: str, scenario: Scenario, port: int, n: int, keep_gc: bool, cache: bool
 ) -> tuple[int, int, int]:
     """(instructions, L1 data misses, L2 misses) the client incurs making ``n`` requests (plus
     start-up and warm-up); the misses are 0 without ``cache``."""
-    model = ["--cache-sim=yes", _L2_MODEL] if cache else []
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        *model,
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-m",
-        "benchmarks.instructions",
-        "--child",
-        config,
-        scenario.name,
-        str(port),
-        str(n),
-    ]
+    child = ["benchmarks.instructions", "--child", config, scenario.name, str(port), str(n)]
     if keep_gc:
-        cmd.append("--gc")
-    run = subprocess.run(
-        cmd, capture_output=True, timeout=900, env={**os.environ, "PYTHONHASHSEED": "0"}
-    )
-    found = _COLLECTED.search(run.stderr)
-    if run.returncode != 0 or found is None:
-        tail = run.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{config} on {scenario.name}: {tail[0]}")
-    totals = [int(v) for v in found.group(1).split()]
+        child.append("--gc")
+    totals = callgrind_totals(child, f"{config} on {scenario.name}", cache=cache)
     if len(totals) < 9:
         return totals[0], 0, 0
     ir, _dr, _dw, _i1, d1r, d1w, l2i, l2r, l2w = totals[:9]

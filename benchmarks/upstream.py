@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .__main__ import Fixture, run_requests
-from .instructions import _COLLECTED, COUNTS
+from .instructions import COUNTS, callgrind_totals
 
 _SCENARIOS = {"seq-small-http": 1, "c64-small-http": 64}  # name -> concurrency
 _WRITTEN_FOR = "3.14.5"
@@ -267,17 +267,11 @@ async def _child(mode: str, port: int, n: int, concurrency: int) -> None:
 
 
 def _count(mode: str, port: int, n: int, concurrency: int, patched: Path) -> int:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    if mode != "stock":
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(patched), env.get("PYTHONPATH")]))
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    cmd += ["-m", "benchmarks.upstream", "--child", mode, str(port), str(n), str(concurrency)]
-    run = subprocess.run(cmd, capture_output=True, timeout=900, env=env)
-    found = _COLLECTED.search(run.stderr)
-    if run.returncode != 0 or found is None:
-        tail = run.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{mode}: {tail[0]}")
-    return int(found.group(1).split()[0])
+    env = {}
+    if mode != "stock":  # the patched copy first on the child's path
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(patched), os.getenv("PYTHONPATH")]))
+    child = ["benchmarks.upstream", "--child", mode, str(port), str(n), str(concurrency)]
+    return callgrind_totals(child, mode, env=env)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
