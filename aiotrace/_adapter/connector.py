@@ -47,7 +47,13 @@ from .._trace.clock import now as _now
 from .._trace.connection import HostHistory
 from .._trace.request import current_request, running_request
 from .messages import _response_classes, traced_response_class
-from .private import dns_cache_state, install_protocol_factory
+from .private import (
+    connector_unused,
+    dns_cache_state,
+    install_protocol_factory,
+    set_socket_factory,
+    socket_factory,
+)
 from .protocol import TracingResponseHandler
 from .sockets import make_socket_factory
 from .tls import tls_info, traceable
@@ -148,10 +154,28 @@ class TracingConnector(TCPConnector):
 
     def __init__(self, *args: Any, socket_factory: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, socket_factory=make_socket_factory(socket_factory), **kwargs)
+        self._aiotrace_setup()
+
+    def _aiotrace_setup(self) -> None:
         install_protocol_factory(
             self, functools.partial(TracingResponseHandler, keepalive_disabled=self._force_close)
         )
         self._aiotrace_hosts: dict[Any, HostHistory] = {}
+
+    @classmethod
+    def adopt(cls, connector: object) -> bool:
+        """Make ``connector`` a TracingConnector in place, if it is a plain ``TCPConnector``
+        (not a subclass, whose overrides the traced methods would bypass) that is open and
+        has never held a connection (a TracingConnector's connections all carry its protocol
+        class). Returns whether it did. Its settings stay; only its class, protocol factory
+        and socket factory (wrapped around the one it had) change."""
+        if type(connector) is not TCPConnector or not connector_unused(connector):
+            return False
+        connector.__class__ = cls  # the same instance layout: TracingConnector adds no slots
+        assert isinstance(connector, TracingConnector)
+        set_socket_factory(connector, make_socket_factory(socket_factory(connector)))
+        connector._aiotrace_setup()
+        return True
 
     # -- the round trip -----------------------------------------------------------------------
 
@@ -160,6 +184,10 @@ class TracingConnector(TCPConnector):
         if cell is None or (state := cell.state) is None:
             return _tcp_connect(self, req, traces, timeout)  # untraced: aiohttp's own coroutine
         hop = state.begin_hop(req.method, req.url)
+        senders = state.d.senders
+        if senders:  # the request is not sent yet: an observer may add headers (traceparent)
+            for send in senders:
+                send(state, req.headers, req.version)
         # The response reports the request written (messages.py); only traced requests get it.
         base = req.response_class
         req.response_class = _response_classes.get(base) or traced_response_class(base)

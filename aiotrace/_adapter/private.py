@@ -19,16 +19,21 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
-    from aiohttp import ClientSession, TCPConnector
+    from aiohttp import BaseConnector, ClientSession, TCPConnector, TraceConfig
     from aiohttp.client_proto import ResponseHandler
 
 __all__ = [
     "AIOHTTP_DEFAULT_SSL_CONTEXTS",
     "asked_to_close",
+    "connector_unused",
     "dns_cache_state",
     "install_protocol_factory",
     "install_request_boundary",
     "make_ssl_context",
+    "pool_counts",
+    "socket_factory",
+    "set_socket_factory",
+    "trace_config_list",
 ]
 
 # aiohttp's module-level default contexts (connector.py: _SSL_CONTEXT_VERIFIED / _UNVERIFIED),
@@ -89,3 +94,49 @@ def install_request_boundary(session: ClientSession, wrapper: Callable[..., Any]
     slows every attribute access aiohttp's request path makes on the session.
     """
     object.__setattr__(session, "_request", wrapper)
+
+
+def socket_factory(connector: TCPConnector) -> Any:
+    """The ``socket_factory`` the connector was made with (``None``: aiohappyeyeballs' own):
+    ``TCPConnector._socket_factory``, stored as given in 3.12.15 and 3.14.5."""
+    return connector._socket_factory
+
+
+def set_socket_factory(connector: TCPConnector, factory: Any) -> None:
+    """Make the connector open its sockets with ``factory`` (read per connect: see
+    ``socket_factory``)."""
+    connector._socket_factory = factory
+
+
+def connector_unused(connector: BaseConnector) -> bool:
+    """Whether the connector has no connection at all, pooled or in use, and is open:
+    ``BaseConnector._conns`` (key -> deque of idle (protocol, time)) and ``_acquired``
+    (protocols in use), the same in 3.12.15 and 3.14.5."""
+    c: Any = connector
+    return not (c._conns or c._acquired or c.closed)
+
+
+def pool_counts(connector: BaseConnector) -> list[tuple[Any, int, int]]:
+    """``(key, in use, idle)`` per pool key: ``BaseConnector._acquired_per_host`` (key -> set of
+    protocols) and ``_conns`` (key -> deque; the dict is replaced wholesale by the cleanup),
+    as in 3.12.15 and 3.14.5. Called from a metric reader's thread: each container is copied
+    in one C call (``list()``) before it is read, so the loop changing it cannot break the
+    iteration; a count may be one event stale, never wrong in kind."""
+    c: Any = connector
+    counts: dict[Any, list[int]] = {}
+    for key, protos in list(c._acquired_per_host.items()):
+        n = len(protos)
+        if n:
+            counts.setdefault(key, [0, 0])[0] = n
+    for key, idle in list(c._conns.items()):
+        n = len(idle)
+        if n:
+            counts.setdefault(key, [0, 0])[1] = n
+    return [(key, active, idle) for key, (active, idle) in counts.items()]
+
+
+def trace_config_list(session: ClientSession) -> list[TraceConfig]:
+    """The session's own list of TraceConfigs (``ClientSession.trace_configs`` returns the
+    list ``_trace_configs`` itself in 3.12.15 and 3.14.5; aiohttp reads it at the start of
+    each request, so a change applies to requests that start afterwards)."""
+    return session._trace_configs

@@ -10,6 +10,7 @@ fires ``request_end`` or ``request_exception`` before handing back exactly what 
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse, ClientSession
@@ -24,7 +25,14 @@ from .private import install_request_boundary
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["traced_session"]
+__all__ = ["session_trace_of", "set_session_trace", "traced_session"]
+
+# Each session given a request boundary: aiohttp's own ``_request`` and the session's trace,
+# so that the boundary can be installed again with another trace (aiotrace.otel.instrument()
+# adds its trace to a session being built, and takes it out again in uninstrument()).
+_boundaries: weakref.WeakKeyDictionary[
+    ClientSession, tuple[Callable[..., Coroutine[Any, Any, Any]], ClientTrace | None]
+] = weakref.WeakKeyDictionary()
 
 
 def _as_trace(obj: object, what: str) -> ClientTrace | None:
@@ -66,8 +74,23 @@ def traced_session(
         response_class=response_class,
         **kwargs,
     )
-    install_request_boundary(session, _boundary(session._request, session_trace))
+    # A boundary may be there already (aiotrace.otel.instrument()): its trace is the outer one.
+    set_session_trace(session, compose(session_trace, session_trace_of(session)))
     return session
+
+
+def set_session_trace(session: ClientSession, trace: ClientTrace | None) -> None:
+    """Give ``session`` the request boundary, ``trace`` its session trace (replacing any)."""
+    parts = _boundaries.get(session)
+    aiohttp_request = session._request if parts is None else parts[0]
+    _boundaries[session] = (aiohttp_request, trace)
+    install_request_boundary(session, _boundary(aiohttp_request, trace))
+
+
+def session_trace_of(session: ClientSession) -> ClientTrace | None:
+    """The session trace of ``session``'s request boundary (``None`` if it has none)."""
+    parts = _boundaries.get(session)
+    return None if parts is None else parts[1]
 
 
 def _boundary(

@@ -106,7 +106,9 @@ class ClientTrace:
     # so they need no per-event objects: objects with ``on_start`` and ``on_finish``, each
     # a callable taking the state or None (not wanted: nothing is called). An observer that
     # holds on to a state after on_finish sets ``state.pinned`` (a finished state no one
-    # pinned is taken apart: see RequestState.finish).
+    # pinned is taken apart: see RequestState.finish). An observer may also have
+    # ``on_send(state, headers, version)``: called as each round trip's request is about to
+    # go out, with its headers still open to change (the OTel export's propagation).
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
@@ -190,6 +192,7 @@ class Dispatch:
         "finishers",
         "propagating",
         "releases",
+        "senders",
         "starters",
         "starts",
         "writes",
@@ -203,6 +206,9 @@ class Dispatch:
         )
         self.finishers: tuple[Callable[[Any], None], ...] = tuple(
             o.on_finish for o in observers if o.on_finish is not None
+        )
+        self.senders: tuple[Callable[[Any, Any, Any], None], ...] = tuple(
+            send for o in observers if (send := getattr(o, "on_send", None)) is not None
         )
         propagating = set()
         for name in HOOK_NAMES:
