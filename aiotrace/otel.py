@@ -56,6 +56,9 @@ def instrument(
     round trip's span) or ``"spans"`` (a child span per phase as well).
     """
     AiotraceInstrumentor().instrument(
+        # aiotrace's own requirements pin aiohttp already; the check reads package metadata
+        # from disk, which must not happen on a running event loop.
+        skip_dep_check=True,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         propagate=propagate,

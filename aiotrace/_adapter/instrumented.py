@@ -32,7 +32,7 @@ from aiohttp import ClientRequest, TraceConfig
 from .._trace.hooks import ClientTrace, compose
 from .connector import TracingConnector
 from .messages import traced_request_class
-from .private import pool_counts, trace_config_list
+from .private import acquired_key, pool_contents, trace_config_list
 from .session import session_trace_of, set_session_trace
 from .signals import trace_config
 
@@ -88,3 +88,26 @@ def detach(session: ClientSession, wiring: Wiring, trace: ClientTrace) -> None:
         return
     rest = [part for part in current._parts or (current,) if part is not trace]
     set_session_trace(session, compose(*rest))
+
+
+def pool_counts(connector: BaseConnector) -> list[tuple[str, int | None, int, int]]:
+    """``(host, port, in use, idle)`` per server the connector holds connections to. A
+    connection in use is placed by its pool key (known to aiotrace's protocol once a traced
+    round trip opened it or it was released once, or to aiohttp with ``limit_per_host``),
+    else by its peer's address."""
+    active, idle = pool_contents(connector)
+    counts: dict[tuple[str, int | None], list[int]] = {}
+    for proto in active:
+        cs = getattr(proto, "aiotrace_conn", None)
+        key = cs.key if cs is not None else None
+        if key is None:
+            key = acquired_key(connector, proto)
+        if key is not None:
+            where = (key.host, key.port)
+        else:
+            peer = proto.transport.get_extra_info("peername") if proto.transport else None
+            where = (str(peer[0]), int(peer[1])) if peer else ("", None)
+        counts.setdefault(where, [0, 0])[0] += 1
+    for key, n in idle:
+        counts.setdefault((key.host, key.port), [0, 0])[1] += n
+    return [(host, port, a, i) for (host, port), (a, i) in counts.items()]

@@ -30,7 +30,8 @@ __all__ = [
     "install_protocol_factory",
     "install_request_boundary",
     "make_ssl_context",
-    "pool_counts",
+    "acquired_key",
+    "pool_contents",
     "socket_factory",
     "set_socket_factory",
     "trace_config_list",
@@ -116,23 +117,27 @@ def connector_unused(connector: BaseConnector) -> bool:
     return not (c._conns or c._acquired or c.closed)
 
 
-def pool_counts(connector: BaseConnector) -> list[tuple[Any, int, int]]:
-    """``(key, in use, idle)`` per pool key: ``BaseConnector._acquired_per_host`` (key -> set of
-    protocols) and ``_conns`` (key -> deque; the dict is replaced wholesale by the cleanup),
-    as in 3.12.15 and 3.14.5. Called from a metric reader's thread: each container is copied
-    in one C call (``list()``) before it is read, so the loop changing it cannot break the
-    iteration; a count may be one event stale, never wrong in kind."""
+def pool_contents(connector: BaseConnector) -> tuple[list[Any], list[tuple[Any, int]]]:
+    """The connections in use (their protocols, a connection being made excluded: its
+    placeholder has no transport) and the idle ones, as ``(key, count)``:
+    ``BaseConnector._acquired`` (a set) and ``_conns`` (key -> deque of (protocol, time); the
+    dict is replaced wholesale by the cleanup), as in 3.12.15 and 3.14.5. Called from a
+    metric reader's thread: each container is copied in one C call (``list()``) before it is
+    read, so the loop changing it meanwhile cannot break the iteration."""
     c: Any = connector
-    counts: dict[Any, list[int]] = {}
+    active = [p for p in list(c._acquired) if p.transport is not None]
+    idle = [(key, len(conns)) for key, conns in list(c._conns.items()) if conns]
+    return active, idle
+
+
+def acquired_key(connector: BaseConnector, protocol: Any) -> Any:
+    """The pool key of a connection in use, where the connector tracks it per host
+    (``_acquired_per_host``, kept only with ``limit_per_host``); else ``None``."""
+    c: Any = connector
     for key, protos in list(c._acquired_per_host.items()):
-        n = len(protos)
-        if n:
-            counts.setdefault(key, [0, 0])[0] = n
-    for key, idle in list(c._conns.items()):
-        n = len(idle)
-        if n:
-            counts.setdefault(key, [0, 0])[1] = n
-    return [(key, active, idle) for key, (active, idle) in counts.items()]
+        if protocol in protos:
+            return key
+    return None
 
 
 def trace_config_list(session: ClientSession) -> list[TraceConfig]:

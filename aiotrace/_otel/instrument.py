@@ -70,7 +70,6 @@ class _Active:
 
 
 _active: _Active | None = None
-_wrapper: Any = None  # the wrapt wrapper aiotrace put on ClientSession.__init__
 
 
 def _traced_init(
@@ -107,11 +106,18 @@ def _traced_init(
     return None
 
 
+def _ours(fn: object) -> bool:
+    """Whether ``fn`` is aiotrace's wrapper: as installed, or as the class-bound proxy of it
+    that ``unwrap`` puts back when another wrapper over it is taken off (``wrapt`` keeps the
+    wrapper function as ``_self_wrapper`` on both)."""
+    return getattr(fn, "_self_wrapper", None) is _traced_init
+
+
 def _installed() -> bool:
     """Whether aiotrace's wrapper is anywhere in ``ClientSession.__init__``'s chain."""
     fn: Any = aiohttp.ClientSession.__dict__.get("__init__")
     while fn is not None:
-        if fn is _wrapper:
+        if _ours(fn):
             return True
         fn = getattr(fn, "__wrapped__", None)
     return False
@@ -124,7 +130,7 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("aiohttp >= 3.12, < 3.15",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _active, _wrapper
+        global _active
         phases = kwargs.get("phases", "attributes")
         if phases not in PHASE_MODES:
             raise ValueError(f"phases= takes 'attributes' or 'spans', not {phases!r}")
@@ -138,15 +144,13 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _active = _Active(otel)
         if not _installed():
             wrapt.wrap_function_wrapper(aiohttp.ClientSession, "__init__", _traced_init)
-            _wrapper = aiohttp.ClientSession.__dict__["__init__"]
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _active, _wrapper
+        global _active
         active, _active = _active, None
         current: Any = aiohttp.ClientSession.__dict__.get("__init__")
-        if _wrapper is not None and current is _wrapper:
+        if _ours(current):
             aiohttp.ClientSession.__init__ = current.__wrapped__  # type: ignore[method-assign]
-            _wrapper = None
         if active is None:
             return
         for session, wiring in list(active.sessions.items()):

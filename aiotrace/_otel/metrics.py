@@ -140,8 +140,7 @@ class RequestMetrics:
         # vanishing (its last value would otherwise stand in a backend's view).
         totals = dict.fromkeys(self._series, 0)
         for connector in list(self._connectors):
-            for key, active, idle in pool_counts(connector):
-                host, port = getattr(key, "host", None) or "", getattr(key, "port", None)
+            for host, port, active, idle in pool_counts(connector):
                 for state, n in (("active", active), ("idle", idle)):
                     if n:
                         k = (host, port, state)
