@@ -106,6 +106,12 @@ def assert_round_trip(span: ReadableSpan, hop: aiotrace.Hop, *, own_start: bool 
         assert abs((end(span) - start(span)) / 1e6 - hop.timings.total) <= 0.002
 
 
+def assert_request_start(span: ReadableSpan, timeline: aiotrace.RequestTimeline) -> None:
+    """The request span starts when the boundary asked the sampler: just before the request
+    state (the Recorder's start) was made, by the sampler's own time (generous: loaded CI)."""
+    assert 0 <= wall_ns(timeline.started_at) - start(span) <= 50_000_000
+
+
 # --------------------------------------------------------------------------------------------
 # The span tree, request by request
 # --------------------------------------------------------------------------------------------
@@ -138,7 +144,7 @@ async def test_fresh_then_reused_request_are_single_spans_matching_the_timeline(
         assert "error.type" not in a and "http.request.resend_count" not in a
         (hop,) = timeline.hops
         assert_round_trip(span, hop, own_start=False)
-        assert abs(start(span) - wall_ns(timeline.started_at)) <= 2_000
+        assert_request_start(span, timeline)
         assert start(span) <= wall_ns(hop.started_at) + 2_000
         assert end(span) >= wall_ns(hop.started_at + hop.timings.total / 1000) - 2_000
     assert attrs(fresh)["aiotrace.reuse_miss"] == "first" and "aiotrace.connect_ms" in attrs(fresh)
@@ -174,7 +180,7 @@ async def test_redirect_is_a_request_span_with_a_child_per_hop(
     assert second["http.response.status_code"] == 200 and second["http.request.resend_count"] == 1
     assert second["url.full"] == f"http://127.0.0.1:{server.port}/end"
     assert (first["aiotrace.hop"], second["aiotrace.hop"]) == (0, 1)
-    assert abs(start(request) - wall_ns(timeline.started_at)) <= 2_000
+    assert_request_start(request, timeline)
 
 
 def stale_then_fresh(heads: list[bytes]) -> Any:
@@ -269,7 +275,7 @@ async def test_failed_request_is_an_error_span_with_the_phases_it_reached(
     assert f"aiotrace.{phase}_ms" in a and "aiotrace.wait_ms" not in a
     assert_round_trip(span, hop, own_start=False)
     assert [e.name for e in span.events] == ["exception"]
-    assert abs(start(span) - wall_ns(timeline.started_at)) <= 2_000
+    assert_request_start(span, timeline)
 
 
 async def test_cancelled_request_ends_its_span_when_cancelled(

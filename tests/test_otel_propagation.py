@@ -236,13 +236,16 @@ async def test_always_off_still_counts_and_propagates(
     seen: list[dict[str, Any]],
     always_off: Memory,
 ) -> None:
-    """Under ALWAYS_OFF, ten requests export no span, each sends an unsampled traceparent,
+    """Under ALWAYS_OFF, ten requests take the untraced path (no traced round trip ever
+    touches their pooled connection), export no span, each sends an unsampled traceparent,
     and the duration histogram counts all ten."""
     mem = always_off
     otel = OTelTrace(tracer_provider=mem.tracer_provider, meter_provider=mem.meter_provider)
     async with make_session(otel) as session:
         for _ in range(10):
             assert await fetch(session, f"http://127.0.0.1:{server.port}/ok") == 200
+        pooled = [proto for conns in session.connector._conns.values() for proto, _ in conns]  # type: ignore[union-attr]
+        assert len(pooled) == 1 and pooled[0].aiotrace_conn.observed is False
     assert mem.tree().spans == ()
     assert [Traceparent.parse(s["traceparent"][0]).sampled for s in seen] == [False] * 10
     assert (

@@ -111,8 +111,15 @@ def _boundary(
         sampling = (trace._dispatch or trace.dispatch()).sampling
         if sampling is not None:  # head sampling: decided here, once for the whole request
             chosen, counters = sampling.decide(method, str_or_url)
+            # An observer adding to the request here (the OTel export: the trace context of
+            # a request it did not sample) may change ``kw``; what it returns goes to the
+            # traced request as its ``observer_data`` (the OTel span the sampler started).
+            carrier = sampling.carrier
+            data = None if carrier is None else carrier(chosen, kw)
             if chosen is not None:
-                run = _traced(aiohttp_request, chosen, scoped is not None, method, str_or_url, kw)
+                run = _traced(
+                    aiohttp_request, chosen, scoped is not None, method, str_or_url, kw, data
+                )
                 return _counted(run, counters, False, method, str_or_url) if counters else run
             if counters or scoped is not None:
                 run = aiohttp_request(method, str_or_url, **kw)
@@ -162,8 +169,11 @@ async def _traced(
     method: str,
     str_or_url: Any,
     kw: dict[str, Any],
+    observer_data: Any = None,
 ) -> Any:
     state = RequestState(trace, method.upper(), str_or_url)
+    if observer_data is not None:
+        state.observer_data = observer_data
     cell = RequestCell()
     cell.state = state
     token = current_request.set(cell)

@@ -2,21 +2,28 @@
 
 Theory of operation
 -------------------
-The request span is started when the request starts (the observer's ``on_start``, at the
-request boundary), under the span current in the caller's context: that is where the tracer
-provider's sampler decides, with the attributes the semantic conventions say a sampler may
-use (``http.request.method``, ``url.full``, ``server.address``, ``server.port``).
+``OTelTrace.trace`` samples (``ClientTrace(sample=...)``): at the request boundary, once per
+request, ``sample`` starts the request span under the span current in the caller's context,
+so the tracer provider's sampler decides there, with the attributes the semantic conventions
+give a sampler (``http.request.method``, ``url.full``, ``server.address``, ``server.port``).
+``at_boundary``, a moment later in the same call, sees the outcome:
 
-Each round trip's request, before it is sent (``on_send``), gets the context of the span
-that stands for it, injected through the global propagator (W3C ``traceparent`` and
+* sampled: the span goes to the request's state and the request runs traced;
+* not sampled: the non-recording span's context (flags ``00``) is injected into the
+  request's headers (a copy) there, and the request runs untraced, as in an idle session;
+  ``count_unsampled`` records its duration when it ends.
+
+A session traced through aiohttp's signals (``trace_config()``: no boundary) starts the span
+in ``on_start`` instead; there an unsampled request runs traced but exports nothing.
+
+Each round trip of a sampled request, before it is sent (``on_send``), gets the context of
+the span that stands for it, injected through the global propagator (W3C ``traceparent`` and
 ``baggage`` by default), replacing any such header already there:
 
 * the first round trip carries the request span's context (no one knows yet whether a
   redirect or retry will follow);
 * every later one (a redirect hop, a retry) carries its own hop span's, started then as a
-  child of the request span;
-* an unsampled request carries its non-recording span's context (flags ``00``) and makes no
-  span at all.
+  child of the request span.
 
 Everything else is made when the request is done, from the stamps aiotrace took anyway, with
 their real times: the attributes, the first round trip's span when there was more than one
@@ -28,16 +35,20 @@ raises into the request: an error is logged on the ``aiotrace`` logger.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
+from multidict import CIMultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from yarl import URL
 
 from .._record.redact import DEFAULT_REDACTION, Redaction
 from .._record.timeline import PHASES, phase_values
+from .._trace.clock import now as _now
 from .._trace.clock import wall_time
 from .._trace.hooks import ClientTrace, log
 from .._version import __version__
@@ -73,6 +84,17 @@ _OFFSET_NS = int(wall_time(0.0) * 1e9)
 
 def _ns(perf: float) -> int:
     return int(perf * 1e9) + _OFFSET_NS
+
+
+def _parsed(url: Any) -> URL:
+    """The caller's URL as a ``yarl.URL`` (one aiohttp rejects reads as an empty URL: aiohttp
+    reports the error)."""
+    if isinstance(url, URL):
+        return url
+    try:
+        return URL(url)
+    except (TypeError, ValueError):
+        return URL()
 
 
 def _connection_attributes(info: ConnInfo) -> dict[str, Any]:
@@ -155,41 +177,107 @@ class OTelTrace:
         self.on_start = self.request_started
         self.on_finish = self.request_finished
         self.on_send = self.sending if propagate else None
-        self.trace = ClientTrace(_observers=(self,))
+        self.on_unsampled = self.count_unsampled
+        # What ``sample`` decided, for ``at_boundary`` a moment later in the same call (per
+        # thread: each thread's event loop has its own boundary calls).
+        self._decided = threading.local()
+        self._decided.flight = None
+        self.trace = ClientTrace(sample=self.sample, _observers=(self,))
         self._starts: dict[Any, _Start] = {}
         self._conn_attributes: dict[int, dict[str, Any]] = {}
 
     # -- the request starts: the sampler decides --------------------------------------------
 
-    def _start(self, state: RequestState) -> _Start:
-        key = (state.method, state._url)
+    def _start_for(self, method: str, url: Any) -> _Start:
+        """The span's start for ``method`` and ``url`` as the caller gave it (cached)."""
+        key = (method, url)
         cache = self._starts
         try:
             hit = cache.get(key)
         except TypeError:  # an unhashable URL-like object: not cached
-            return _Start(state.method, state.url, self._redaction)
+            return _Start(method, _parsed(url), self._redaction)
         if hit is None:
-            hit = _Start(state.method, state.url, self._redaction)
+            hit = _Start(method, _parsed(url), self._redaction)
             if len(cache) >= _URL_CACHE:
                 cache.clear()
             cache[key] = hit
         return hit
 
+    def _begin(self, method: str, url: Any, perf: float) -> _Flight | None:
+        """Start the request's span, the tracer provider's sampler deciding (``None``:
+        instrumentation suppressed here, as exporters do for their own requests)."""
+        if not is_http_instrumentation_enabled():
+            return None
+        parent = otel_context.get_current()
+        start = self._start_for(method, url)
+        span = self._tracer.start_span(
+            start.name,
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=start.attributes,
+            start_time=_ns(perf),
+        )
+        return _Flight(parent, span, start)
+
+    def sample(self, method: str, url: Any) -> bool:
+        """The ClientTrace's sampler, asked at the request boundary: start the request's span
+        and say whether it records; ``at_boundary`` takes the span right after."""
+        try:
+            flight = self._begin(method.upper(), url, _now())
+        except Exception:
+            log.exception("aiotrace: the OTel span could not be started; the request goes on")
+            flight = None
+        self._decided.flight = flight
+        return flight is not None and flight.span.is_recording()
+
+    def at_boundary(self, chosen: ClientTrace | None, kw: dict[str, Any]) -> _Flight | None:
+        """Right after ``sample``, at the boundary: a sampled request's span goes to its
+        state (``observer_data``); an unsampled one's context goes into its headers now
+        (it runs untraced: no round trip will ask)."""
+        decided = self._decided
+        flight: _Flight | None = decided.flight
+        if flight is None:
+            return None
+        decided.flight = None
+        trace = self.trace
+        if chosen is not None and (chosen is trace or trace in chosen._parts):
+            return flight
+        if self.propagate:
+            try:
+                headers = CIMultiDict(kw.get("headers") or ())  # a copy: the caller's stays
+                ctx = otel_trace.set_span_in_context(flight.span, flight.parent)
+                propagate.inject(headers, context=ctx)
+                kw["headers"] = headers
+            except Exception:
+                log.exception("aiotrace: the trace context could not be injected")
+        return None
+
+    def count_unsampled(
+        self,
+        method: str,
+        url: Any,
+        status: int | None,
+        err: BaseException | None,
+        t0: float,
+        t1: float,
+    ) -> None:
+        """A request the sampler dropped, as the boundary saw it end: its duration metric."""
+        try:
+            if is_http_instrumentation_enabled():
+                start = self._start_for(method.upper(), url)
+                self.metrics.request(
+                    t1 - t0, start.method, start.host, start.port, status, error_type(err, status)
+                )
+        except Exception:
+            log.exception("aiotrace: an OTel metric could not be recorded")
+
     def request_started(self, state: RequestState) -> None:
-        """Start the request's span (``on_start``)."""
-        if not is_http_instrumentation_enabled():  # suppressed, e.g. an exporter's own request
+        """``on_start``: nothing if the boundary's sampler started the span; else (a session
+        traced through aiohttp's signals) start it here, the sampler deciding now."""
+        if state.observer_data is not None:
             return
         try:
-            parent = otel_context.get_current()
-            start = self._start(state)
-            span = self._tracer.start_span(
-                start.name,
-                context=parent,
-                kind=SpanKind.CLIENT,
-                attributes=start.attributes,
-                start_time=_ns(state.t_start),
-            )
-            state.observer_data = _Flight(parent, span, start)
+            state.observer_data = self._begin(state.method, state._url, state.t_start)
         except Exception:
             log.exception("aiotrace: the OTel span could not be started; the request goes on")
 

@@ -283,9 +283,22 @@ class Sampling:
     call of its sampler and no allocation.
     """
 
-    __slots__ = ("decide",)
+    __slots__ = ("carrier", "decide")
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        # The first observer with ``at_boundary(chosen, kw)``, called by the boundary right
+        # after the decision (the OTel export: it injects the trace context of a request it
+        # did not sample into ``kw``, and hands the span it started to one it did).
+        self.carrier: Callable[[ClientTrace | None, dict[str, Any]], Any] | None = next(
+            (
+                c
+                for part in parts
+                for o in part._observers
+                if (c := getattr(o, "at_boundary", None)) is not None
+            ),
+            None,
+        )
+
         def counters(part: ClientTrace) -> tuple[Callable[..., None], ...]:
             return tuple(
                 c for o in part._observers if (c := getattr(o, "on_unsampled", None)) is not None
