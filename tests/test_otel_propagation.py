@@ -254,3 +254,29 @@ async def test_always_off_still_counts_and_propagates(
         )
         == 10
     )
+
+
+@pytest.fixture
+def half() -> Memory:
+    """Providers sampling half the traces by trace id."""
+    return memory(ParentBased(TraceIdRatioBased(0.5)))
+
+
+async def test_ratio_sampling_exports_exactly_the_requests_sent_as_sampled(
+    make_session: Callable[..., aiohttp.ClientSession],
+    server: TestServer,
+    seen: list[dict[str, Any]],
+    half: Memory,
+) -> None:
+    """Under TraceIdRatioBased(0.5), of 100 requests about half are sampled (25-75), and the
+    exported spans are exactly those whose traceparent went out sampled: the decision made
+    at the boundary is the one the export follows; every request is counted."""
+    otel = OTelTrace(tracer_provider=half.tracer_provider, meter_provider=half.meter_provider)
+    async with make_session(otel) as session:
+        for _ in range(100):
+            assert await fetch(session, f"http://127.0.0.1:{server.port}/ok") == 200
+    sent = [Traceparent.parse(s["traceparent"][0]) for s in seen]
+    sampled = {(t.trace_id, t.parent_id) for t in sent if t.sampled}
+    exported = {(s.context.trace_id, s.context.span_id) for s in half.tree().spans}
+    assert exported == sampled and 25 <= len(sampled) <= 75
+    assert histogram_count(half.metrics, "http.client.request.duration") == 100

@@ -20,7 +20,13 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    MeterProvider,
+    NoOpMeter,
+    Observation,
+    get_meter,
+)
 
 from .._adapter.instrumented import pool_counts
 from .._record.timeline import PHASES
@@ -56,6 +62,8 @@ class RequestMetrics:
 
     def __init__(self, meter_provider: MeterProvider | None) -> None:
         meter = get_meter("aiotrace", __version__, meter_provider, schema_url=SCHEMA_URL)
+        # A no-op meter (NoOpMeterProvider) records nothing: then neither does aiotrace.
+        self.enabled = not isinstance(meter, NoOpMeter)
         self.duration = meter.create_histogram(
             "http.client.request.duration",
             unit="s",
@@ -124,6 +132,8 @@ class RequestMetrics:
 
     def watch(self, connector: BaseConnector) -> None:
         """Count ``connector``'s pool in ``http.client.open_connections`` while it lives."""
+        if not self.enabled:
+            return
         self._connectors.add(connector)
         if not self._gauge_made:
             self._gauge_made = True
