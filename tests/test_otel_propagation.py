@@ -207,7 +207,7 @@ async def test_unsampled_request_sends_flags_00_and_exports_no_span(
 ) -> None:
     """A request the sampler drops (a TraceIdRatioBased(0) miss, or an unsampled remote
     parent under ParentBased) exports no span, sends a traceparent with flags 00 on every
-    round trip (in the parent's trace when there is one), and is still counted in the
+    round trip (the parent's own context when there is one), and is still counted in the
     duration metric."""
     how, mem = dropping
     otel = OTelTrace(tracer_provider=mem.tracer_provider, meter_provider=mem.meter_provider)
@@ -225,8 +225,8 @@ async def test_unsampled_request_sends_flags_00_and_exports_no_span(
     assert mem.tree().spans == ()
     sent = [Traceparent.parse(s["traceparent"][0]) for s in seen]
     assert len(sent) == 2 and not any(t.sampled for t in sent)
-    if how == "unsampled-parent":
-        assert {t.trace_id for t in sent} == {parent_trace}
+    if how == "unsampled-parent":  # the parent's own unsampled context goes on
+        assert {(t.trace_id, t.parent_id) for t in sent} == {(parent_trace, 0xDEF)}
     assert histogram_count(mem.metrics, "http.client.request.duration") == 1
 
 

@@ -46,6 +46,7 @@ from opentelemetry.context import (  # the keys is_http_instrumentation_enabled(
     _SUPPRESS_HTTP_INSTRUMENTATION_KEY,
     _SUPPRESS_INSTRUMENTATION_KEY,
 )
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
@@ -183,6 +184,10 @@ class OTelTrace:
         self._tracer = otel_trace.get_tracer(
             "aiotrace", __version__, tracer_provider, schema_url=SCHEMA_URL
         )
+        # The SDK tracer's sampler (public on the SDK's Tracer), asked directly inside an
+        # unsampled trace (see _begin); None for another API implementation.
+        sampler = getattr(self._tracer, "sampler", None)
+        self._sampler: Sampler | None = sampler if isinstance(sampler, Sampler) else None
         self.metrics = RequestMetrics(meter_provider)
         self._redaction = redaction
         self._phase_spans = phases == "spans"
@@ -224,6 +229,21 @@ class OTelTrace:
         if _suppressed(parent):
             return None
         start = self._start_for(method, url)
+        sampler = self._sampler
+        if sampler is not None:
+            current = otel_trace.get_current_span(parent)
+            within = current.get_span_context()
+            if within.is_valid and not within.trace_flags.sampled:
+                # Inside an unsampled trace (a service's request its sampler dropped): ask
+                # the sampler alone. If it drops this one too, the parent's own unsampled
+                # context is what goes on, and the SDK need not make a span for nothing.
+                decision = sampler.should_sample(
+                    parent, within.trace_id, start.name, SpanKind.CLIENT, start.attributes
+                ).decision
+                if decision is Decision.DROP:
+                    flight = _Flight(parent, current, start)
+                    flight.ctx = parent
+                    return flight
         span = self._tracer.start_span(
             start.name,
             context=parent,
@@ -259,7 +279,7 @@ class OTelTrace:
         if self.propagate:
             try:
                 headers = CIMultiDict(kw.get("headers") or ())  # a copy: the caller's stays
-                ctx = otel_trace.set_span_in_context(flight.span, flight.parent)
+                ctx = flight.ctx or otel_trace.set_span_in_context(flight.span, flight.parent)
                 propagate.inject(headers, context=ctx)
                 kw["headers"] = headers
             except Exception:
