@@ -280,3 +280,25 @@ async def test_ratio_sampling_exports_exactly_the_requests_sent_as_sampled(
     exported = {(s.context.trace_id, s.context.span_id) for s in half.tree().spans}
     assert exported == sampled and 25 <= len(sampled) <= 75
     assert histogram_count(half.metrics, "http.client.request.duration") == 100
+
+
+async def test_a_trace_shared_with_another_threads_loop(
+    server: TestServer, seen: list[dict[str, Any]], mem: Memory
+) -> None:
+    """One OTelTrace used by sessions on two threads' event loops: each request gets its own
+    span and its own traceparent (the sampler's decision never crosses threads)."""
+    otel = OTelTrace(tracer_provider=mem.tracer_provider)
+    url = f"http://127.0.0.1:{server.port}/ok"
+
+    async def some() -> None:
+        async with aiotrace.traced_session(trace=otel) as session:
+            for _ in range(5):
+                assert await fetch(session, url) == 200
+
+    def in_thread() -> None:
+        asyncio.run(some())
+
+    await asyncio.gather(asyncio.to_thread(in_thread), some())
+    spans = mem.tree().roots()
+    sent = {Traceparent.parse(s["traceparent"][0]).parent_id for s in seen}
+    assert len(spans) == 10 and sent == {s.context.span_id for s in spans}

@@ -200,7 +200,6 @@ class OTelTrace:
         # What ``sample`` decided, for ``at_boundary`` a moment later in the same call (per
         # thread: each thread's event loop has its own boundary calls).
         self._decided = threading.local()
-        self._decided.flight = None
         self.trace = ClientTrace(sample=self.sample, _observers=(self,))
         self._starts: dict[Any, _Start] = {}
         self._conn_attributes: dict[int, dict[str, Any]] = {}
@@ -269,7 +268,7 @@ class OTelTrace:
         state (``observer_data``); an unsampled one's context goes into its headers now
         (it runs untraced: no round trip will ask)."""
         decided = self._decided
-        flight: _Flight | None = decided.flight
+        flight: _Flight | None = getattr(decided, "flight", None)  # None in a thread new to it
         if flight is None:
             return None
         decided.flight = None
