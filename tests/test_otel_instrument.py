@@ -3,6 +3,8 @@ builds it; ``uninstrument()``; the official instrumentation beside it; the metri
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -353,3 +355,17 @@ async def test_open_connections_counts_active_and_idle_from_the_pool(
         assert during == [{"active": 1}]
         assert states() == {"active": 0, "idle": 1}
     assert states() == {"active": 0, "idle": 0}
+
+
+async def test_sessions_are_freed_once_closed(server: TestServer, instrumented: Memory) -> None:
+    """Nothing aiotrace keeps refers to a session it set up (or to a traced_session): once
+    closed and dropped, each is collected."""
+    refs = []
+    for make in (aiohttp.ClientSession, aiotrace.traced_session):
+        session = make()
+        assert await fetch(session, f"http://127.0.0.1:{server.port}/ok") == 200
+        await session.close()
+        refs.append(weakref.ref(session))
+        del session
+    gc.collect()
+    assert [r() for r in refs] == [None, None]

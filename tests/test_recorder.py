@@ -1535,7 +1535,8 @@ async def test_kept_new_tls_connections_and_pool_waits_read_as_they_ran(
 def _kept_whole(kept: aiotrace._record.kept.KeptRequests) -> int:
     """How many rows hold a state kept whole (a frozen row holds None or a tuple there)."""
     return sum(
-        r is not None and not isinstance(r, tuple) for r in kept.rows[1 :: aiotrace._record.kept.ROW]
+        r is not None and not isinstance(r, tuple)
+        for r in kept.rows[1 :: aiotrace._record.kept.ROW]
     )
 
 
@@ -1792,7 +1793,9 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
     """The aggregate fold's batch of pooled round trips gives each one the phases
     ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
     hops = [_pooled_hop(*s) for s in stamps]
-    columns = aiotrace._record.timeline.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
+    columns = aiotrace._record.timeline.pooled_phase_columns(
+        *(list(c) for c in zip(*stamps, strict=True))
+    )
     for i, hop in enumerate(hops):
         one = pooled_phase_values(hop)  # type: ignore[arg-type]
         assert one is not None
@@ -1849,7 +1852,9 @@ def test_chained_phase_columns_equal_phase_values(
     stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
     stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
     stops.append([h.t_body_done for h in hops])
-    columns, totals = aiotrace._record.timeline.chained_phase_columns([h.t_get_conn for h in hops], stops)
+    columns, totals = aiotrace._record.timeline.chained_phase_columns(
+        [h.t_get_conn for h in hops], stops
+    )
     for k, hop in enumerate(hops):
         values, total, _ = phase_values(hop)  # type: ignore[arg-type]
         expected = [v for v in values if v is not None]

@@ -10,7 +10,6 @@ fires ``request_end`` or ``request_exception`` before handing back exactly what 
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse, ClientSession
@@ -27,13 +26,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
 __all__ = ["session_trace_of", "set_session_trace", "traced_session"]
-
-# Each session given a request boundary: aiohttp's own ``_request`` and the session's trace,
-# so that the boundary can be installed again with another trace (aiotrace.otel.instrument()
-# adds its trace to a session being built, and takes it out again in uninstrument()).
-_boundaries: weakref.WeakKeyDictionary[
-    ClientSession, tuple[Callable[..., Coroutine[Any, Any, Any]], ClientTrace | None]
-] = weakref.WeakKeyDictionary()
 
 
 def _as_trace(obj: object, what: str) -> ClientTrace | None:
@@ -81,17 +73,27 @@ def traced_session(
 
 
 def set_session_trace(session: ClientSession, trace: ClientTrace | None) -> None:
-    """Give ``session`` the request boundary, ``trace`` its session trace (replacing any)."""
-    parts = _boundaries.get(session)
+    """Give ``session`` the request boundary with ``trace`` as its session trace, replacing
+    the boundary it has (aiotrace.otel.instrument() adds its trace to a session being built,
+    traced_session() then its own, and uninstrument() takes instrument()'s out again)."""
+    parts = _parts(session._request)
     aiohttp_request = session._request if parts is None else parts[0]
-    _boundaries[session] = (aiohttp_request, trace)
     install_request_boundary(session, _boundary(aiohttp_request, trace))
 
 
 def session_trace_of(session: ClientSession) -> ClientTrace | None:
     """The session trace of ``session``'s request boundary (``None`` if it has none)."""
-    parts = _boundaries.get(session)
+    parts = _parts(session._request)
     return None if parts is None else parts[1]
+
+
+def _parts(
+    request: Any,
+) -> tuple[Callable[..., Coroutine[Any, Any, Any]], ClientTrace | None] | None:
+    """What a boundary was made of: aiohttp's own ``_request`` and the session trace (kept on
+    the boundary function itself, so nothing outside the session refers to it)."""
+    parts: Any = getattr(request, "aiotrace_parts", None)
+    return parts  # type: ignore[no-any-return]
 
 
 def _boundary(
@@ -127,6 +129,7 @@ def _boundary(
             return aiohttp_request(method, str_or_url, **kw)
         return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
 
+    _request.aiotrace_parts = (aiohttp_request, session_trace)  # type: ignore[attr-defined]
     return _request
 
 
