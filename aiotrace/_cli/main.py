@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["crawl"]:
+        from .crawl import crawl_main
+
+        return crawl_main(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)

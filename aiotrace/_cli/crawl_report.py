@@ -1,0 +1,385 @@
+"""What ``aiotrace crawl`` reports: per-host summaries, the slowest requests, the JSON document.
+
+The Recorder's aggregates (``rec.stats``: counts, errors by kind, each phase's histogram)
+carry most of a crawl's summary. :class:`CrawlTally`, an observer on the same session,
+counts what they do not: why each connection was opened (the round trip's ``reuse_miss``),
+the slowest requests with their dominant phase, and which requests broke a ``--slo`` limit.
+Like an aggregate-only Recorder it keeps no request: its memory grows with the number of
+hosts, not of requests, so a crawl of any length runs in bounded memory unless a per-request
+output (``--json``, ``--jsonl``, ``--har``) asks the Recorder to keep every timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._record.stats import HostStats, LatencyHistogram, Quantiles
+from .._record.timeline import PHASES, RequestTimeline
+from .._trace.hooks import ClientTrace
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from yarl import URL
+
+    from .._record.recorder import Recorder
+    from .._record.redact import Redaction
+    from .._trace.hop import HopState
+    from .._trace.request import RequestState
+
+__all__ = [
+    "SLOWEST",
+    "CrawlCounts",
+    "CrawlReport",
+    "CrawlTally",
+    "HostSummary",
+    "SlowRequest",
+    "SloBreach",
+    "crawl_document",
+    "error_kind",
+    "summarize",
+]
+
+SLOWEST = 5  # requests listed as the slowest
+SUMMARY_PHASES = (*PHASES, "total")
+CANCELLED = "cancelled"
+
+
+def error_kind(name: str) -> str:
+    """How an error's type name is shown: a cancelled request (the crawl was interrupted) as
+    ``cancelled``, every other as its exception type."""
+    return CANCELLED if name == "CancelledError" else name
+
+
+def _host_label(url: URL) -> str:
+    # The Recorder's label for a round trip's host (recorder._host_label), so that the
+    # tally's hosts are the keys of rec.stats.
+    return f"{url.raw_host}:{url.port}" if url.raw_host else "?"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlowRequest:
+    """One of the slowest requests of a crawl, with the phase that took most of its time."""
+
+    id: int
+    method: str
+    url: str
+    host: str
+    elapsed_ms: float
+    status: int | None
+    error: str | None
+    hops: int
+    dominant_phase: str | None
+    dominant_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SloBreach:
+    """How many requests went over one ``--slo`` limit, and the worst of them."""
+
+    key: str
+    limit_ms: float
+    count: int
+    worst_ms: float
+    worst_id: int
+    worst_url: str
+
+
+class CrawlTally:
+    """An observer counting, per host, what a Recorder's aggregates do not (module docstring).
+
+    Its ``trace`` composes with the Recorder's; ``on_finish`` runs once per finished request,
+    in the loop, and costs a few microseconds (more with ``slo``: a timeline is made of each
+    request to read its phases).
+    """
+
+    def __init__(self, redaction: Redaction, slo: Mapping[str, float] | None = None) -> None:
+        self.redaction = redaction
+        self.slo = dict(slo or {})
+        # host -> reuse_miss -> round trips that opened a connection for that reason
+        self.opened: dict[str, dict[str, int]] = {}
+        self._slowest: list[tuple[float, int, SlowRequest]] = []  # a min-heap of SLOWEST
+        self._breaches: dict[str, list[Any]] = {}  # key -> [count, worst ms, id, url]
+        self.finished = 0
+        self.on_start: Callable[[RequestState], None] | None = None
+        self.on_finish: Callable[[RequestState], None] = self._finish
+        self.trace = ClientTrace(_observers=(self,))
+
+    def _finish(self, state: RequestState) -> None:
+        self.finished += 1
+        for hop in state.hops:
+            if not hop.reused and hop.t_got_conn is not None:
+                self._opened(hop)
+        t_done = state.t_done if state.t_done is not None else state.t_start
+        elapsed = (t_done - state.t_start) * 1000.0
+        slowest = self._slowest
+        if len(slowest) < SLOWEST or elapsed > slowest[0][0]:
+            entry = (elapsed, state.id, self._slow_request(state, elapsed))
+            if len(slowest) < SLOWEST:
+                heapq.heappush(slowest, entry)
+            else:
+                heapq.heapreplace(slowest, entry)
+        if self.slo:
+            self._check_slo(state)
+
+    def _opened(self, hop: HopState) -> None:
+        host = self.opened.get(label := _host_label(hop.url))
+        if host is None:
+            host = self.opened[label] = {}
+        why = hop.reuse_miss or "unknown"
+        host[why] = host.get(why, 0) + 1
+
+    def _slow_request(self, state: RequestState, elapsed: float) -> SlowRequest:
+        timeline = RequestTimeline(state)
+        timings = timeline.timings
+        dominant, dominant_ms = None, 0.0
+        for name in PHASES:
+            ms = getattr(timings, name)
+            if ms is not None and ms > dominant_ms:
+                dominant, dominant_ms = name, ms
+        hops = state.hops
+        return SlowRequest(
+            id=state.id,
+            method=state.method,
+            url=self.redaction.url(state.url) or "",
+            host=_host_label(hops[0].url if hops else state.url),
+            elapsed_ms=elapsed,
+            status=state.status,
+            error=timeline.error,
+            hops=len(hops),
+            dominant_phase=dominant,
+            dominant_ms=dominant_ms,
+        )
+
+    def _check_slo(self, state: RequestState) -> None:
+        timeline = RequestTimeline(state)
+        for key, limit in self.slo.items():
+            value = slo_value(timeline, key)
+            if value is None or value <= limit:
+                continue
+            breach = self._breaches.get(key)
+            if breach is None:
+                self._breaches[key] = [1, value, state.id, self.redaction.url(state.url) or ""]
+            else:
+                breach[0] += 1
+                if value > breach[1]:
+                    breach[1:] = [value, state.id, self.redaction.url(state.url) or ""]
+
+    @property
+    def slowest(self) -> list[SlowRequest]:
+        """The slowest requests so far, slowest first."""
+        return [entry for _, _, entry in sorted(self._slowest, key=lambda e: (-e[0], e[1]))]
+
+    @property
+    def breaches(self) -> list[SloBreach]:
+        """Each ``--slo`` limit some request went over, in the order the limits were given."""
+        out = []
+        for key, limit in self.slo.items():
+            b = self._breaches.get(key)
+            if b is not None:
+                out.append(
+                    SloBreach(
+                        key=key,
+                        limit_ms=limit,
+                        count=b[0],
+                        worst_ms=b[1],
+                        worst_id=b[2],
+                        worst_url=b[3],
+                    )
+                )
+        return out
+
+
+def slo_value(timeline: RequestTimeline, key: str) -> float | None:
+    """A request's value for an ``--slo`` key (as ``aiotrace URL --slo`` reads it): a phase
+    summed over the hops, ``ttfb`` the first byte of the final hop from the request's start."""
+    if key == "ttfb":
+        return timeline.marks.starttransfer
+    value: float | None = getattr(timeline.timings, key)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostSummary:
+    """One host's line of the crawl summary (``overall``: every host's together)."""
+
+    host: str
+    requests: int
+    round_trips: int
+    reused: int
+    statuses: dict[int, int]
+    errors: dict[str, int]  # by kind (``error_kind``)
+    phases: dict[str, Quantiles]
+    opened: dict[str, int]  # connections opened, by reuse_miss
+    pool_wait_ms: float  # the blocked phase, summed
+    time_ms: float  # every round trip's total, summed
+    stall_ms: float | None = None  # loop-stall time inside its phases; None: not measured
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def reuse_rate(self) -> float | None:
+        """Round trips on a pooled connection, of all round trips (``None``: none)."""
+        return self.reused / self.round_trips if self.round_trips else None
+
+    @property
+    def pool_wait_share(self) -> float | None:
+        """Of the time spent in round trips, the share spent waiting for the pool."""
+        return self.pool_wait_ms / self.time_ms if self.time_ms > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "requests": self.requests,
+            "round_trips": self.round_trips,
+            "reused": self.reused,
+            "reuse_rate": self.reuse_rate,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": dict(self.errors),
+            "connections_opened": sum(self.opened.values()),
+            "opened_because": dict(self.opened),
+            "pool_wait_ms": self.pool_wait_ms,
+            "pool_wait_share": self.pool_wait_share,
+            "stall_ms": self.stall_ms,
+            "phases": {name: asdict(q) for name in SUMMARY_PHASES if (q := self.phases.get(name))},
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrawlCounts:
+    """What became of every URL in the list: each one is counted exactly once."""
+
+    urls: int  # good lines
+    bad_lines: int
+    ok: int  # got a response (any status)
+    failed: int  # no response: an error
+    cancelled: int  # in flight when the crawl was interrupted
+    not_started: int  # never sent: the crawl was interrupted first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrawlReport:
+    """A finished (or interrupted) crawl, summarized."""
+
+    counts: CrawlCounts
+    interrupted: bool
+    started_at: float  # wall clock
+    elapsed_s: float
+    hosts: list[HostSummary]
+    overall: HostSummary
+    slowest: list[SlowRequest]
+    breaches: list[SloBreach] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Requests finished per second of the crawl."""
+        done = self.counts.ok + self.counts.failed + self.counts.cancelled
+        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _host_summary(label: str, stats: HostStats, opened: Mapping[str, int]) -> HostSummary:
+    blocked = stats.phases.get("blocked")
+    total = stats.phases.get("total")
+    errors: dict[str, int] = {}
+    for name, n in stats.errors.items():
+        kind = error_kind(name)
+        errors[kind] = errors.get(kind, 0) + n
+    return HostSummary(
+        host=label,
+        requests=stats.requests,
+        round_trips=stats.round_trips,
+        reused=stats.reused,
+        statuses=dict(stats.statuses),
+        errors=errors,
+        phases={name: h.summary() for name, h in stats.phases.items() if h.count},
+        opened=dict(sorted(opened.items(), key=lambda kv: (-kv[1], kv[0]))),
+        pool_wait_ms=blocked.total if blocked is not None else 0.0,
+        time_ms=total.total if total is not None else 0.0,
+    )
+
+
+def _merged(stats: list[HostStats]) -> HostStats:
+    out = HostStats()
+    for s in stats:
+        out.requests += s.requests
+        out.round_trips += s.round_trips
+        out.reused += s.reused
+        for name, n in s.errors.items():
+            out.errors[name] = out.errors.get(name, 0) + n
+        for code, n in s.statuses.items():
+            out.statuses[code] = out.statuses.get(code, 0) + n
+        for name, hist in s.phases.items():
+            mine = out.phases.get(name)
+            if mine is None:
+                mine = out.phases[name] = LatencyHistogram()
+            mine.merge(hist)
+    return out
+
+
+def summarize(
+    rec: Recorder,
+    tally: CrawlTally,
+    counts: CrawlCounts,
+    *,
+    interrupted: bool,
+    started_at: float,
+    elapsed_s: float,
+) -> CrawlReport:
+    """The crawl's report from its Recorder's aggregates and its tally."""
+    stats = rec.stats
+    hosts = [
+        _host_summary(label, s, tally.opened.get(label, {}))
+        for label, s in sorted(stats.items(), key=lambda kv: (-kv[1].requests, kv[0]))
+    ]
+    every: dict[str, int] = {}
+    for opened in tally.opened.values():
+        for why, n in opened.items():
+            every[why] = every.get(why, 0) + n
+    overall = _host_summary("overall", _merged(list(stats.values())), every)
+    return CrawlReport(
+        counts=counts,
+        interrupted=interrupted,
+        started_at=started_at,
+        elapsed_s=elapsed_s,
+        hosts=hosts,
+        overall=overall,
+        slowest=tally.slowest,
+        breaches=tally.breaches,
+    )
+
+
+def crawl_document(
+    report: CrawlReport,
+    rec: Recorder | None,
+    bad_lines: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The report as one JSON-ready document: counts, per-host aggregates, the slowest
+    requests and, given a Recorder that kept them, every request's timeline and connection."""
+    doc: dict[str, Any] = {
+        "aiotrace": __version__,
+        "command": "crawl",
+        "started_at": report.started_at,
+        "elapsed_s": report.elapsed_s,
+        "interrupted": report.interrupted,
+        "counts": asdict(report.counts),
+        "bad_lines": bad_lines,
+        "hosts": {h.host: h.to_dict() for h in report.hosts},
+        "overall": report.overall.to_dict(),
+        "slowest": [asdict(s) for s in report.slowest],
+        "slo_breaches": [asdict(b) for b in report.breaches],
+    }
+    if rec is not None and not rec.aggregate_only:
+        doc["requests"] = rec.to_dicts()
+        doc["connections"] = [c.to_dict() for c in rec.connections]
+    return doc
+
+
+def is_cancelled(err: BaseException | None) -> bool:
+    """Whether a request ended because the crawl cancelled it."""
+    return isinstance(err, asyncio.CancelledError)
