@@ -532,3 +532,24 @@ def test_ten_thousand_requests_over_twenty_hosts(
     assert len(doc["hosts"]) == 20
     assert all(h["requests"] == 500 for h in doc["hosts"].values())
     assert doc["overall"]["phases"]["total"]["count"] == 10_000
+
+
+# -- the example -------------------------------------------------------------------------------
+
+
+def test_crawler_example_traces_itself_and_writes_its_report(tmp_path: Path) -> None:
+    """examples/crawler.py crawls its own loopback site, following links and a redirect, and
+    writes a report holding every request it made and the per-host aggregates."""
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "crawler.py"), "-o", str(report)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("fetched 30 pages in 30 requests")
+    doc = json.loads(report.read_text())
+    assert len(doc["requests"]) == 30
+    assert sum(len(r["hops"]) for r in doc["requests"]) == 31  # /old redirects once
+    (host,) = doc["hosts"].values()
+    assert host["requests"] == 30 and host["round_trips"] == 31
+    assert len(doc["connections"]) == host["round_trips"] - host["reused"]
