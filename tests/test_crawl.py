@@ -489,6 +489,30 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path, site: Site) -> None:
     assert piped.stdout.startswith("crawl: 12 URLs · 12 ok")
 
 
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_reader_gone_stops_the_output_not_the_status(
+    tmp_path: Path, site: Site, json_out: bool
+) -> None:
+    """stdout closed by its reader (``| head``) ends the output quietly: no traceback, and
+    the exit status still says how the crawl went (0: every request got a response)."""
+    path = url_file(tmp_path, [f"http://{site.host(0)}/", f"http://{site.host(1)}/"])
+    argv = [AIOTRACE, "crawl", path, *site.resolve(), *(["--json"] if json_out else [])]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before anything is written: the write fails with EPIPE
+    try:
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert stderr == ""
+
+
 def test_rate_caps_requests_per_second(tmp_path: Path, site: Site) -> None:
     """--rate 10 spreads ten requests over about a second, however many may be in flight."""
     path = url_file(tmp_path, [f"http://{site.host(0)}/page/{i}" for i in range(10)])

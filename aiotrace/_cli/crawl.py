@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -471,13 +472,16 @@ def crawl_main(argv: Sequence[str]) -> int:
             elapsed_s=crawler.elapsed_s,
         )
         write_reports(crawler, report, bad, files, json_out=sys.stdout if args.json else None)
+        if view is not None and not args.json:
+            view.render_summary(report)
+        sys.stdout.flush()
     except KeyboardInterrupt:  # before the handlers were in place, or a second Ctrl-C
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `aiotrace crawl urls | head`: the reader is gone, that is all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         for f in files.values():
             f.close()
-    if view is not None and not args.json:
-        view.render_summary(report)
     for breach in report.breaches:
         print(
             f"aiotrace: SLO exceeded: {breach.key} > {breach.limit_ms:g} ms in {breach.count} "

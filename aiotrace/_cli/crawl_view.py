@@ -117,10 +117,19 @@ def _ms(v: float) -> str:
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
 
+class _SummaryConsole(Console):
+    """stdout for the summary: a reader gone (``aiotrace crawl urls | head``) stops the
+    output, not the command, whose exit status still says how the crawl went."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _console() -> Console:
-    console = Console(highlight=False)
+    console = _SummaryConsole(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=_WIDE)
+        console = _SummaryConsole(highlight=False, width=_WIDE)
     return console
 
 
