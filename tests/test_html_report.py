@@ -510,6 +510,28 @@ def test_markup_in_urls_cannot_break_out(
     assert page.errors == []
 
 
+def test_loop_stalls_are_shown(
+    crawl_document: dict[str, Any], open_page: Callable[..., Page]
+) -> None:
+    """A round trip's ``stall`` (ms of each phase the event loop was blocked) shows in its
+    tooltip and its host's row; the document's stalls show in the summary and the legend."""
+    doc = copy.deepcopy(crawl_document)
+    r = next(r for r in doc["requests"] if r["hops"] and r["hops"][0]["connection"])
+    hop = r["hops"][0]
+    hop["stall"] = {"wait": 200.0, "receive": 0.0}
+    doc["stalls"] = [{"started_at": hop["started_at"], "duration_ms": 200.0}]
+    page = open_page(doc)
+    text = tooltip_for(page, r["id"], 0)
+    assert re.search(r"wait\s+[\d.]+ ms\s+loop stalled 200 ms", text), text
+    assert text.count("loop stalled") == 1
+    assert "event loop stalled 1 time for 200 ms" in page.page.inner_text("#summary")
+    assert "event loop stalled" in page.page.inner_text("#legend")
+    page.page.locator("#hosts th[data-key=stall]").click()
+    first_row = page.page.locator("#hosts tbody tr").first.inner_text()
+    assert host_label(hop["url"]) in first_row and "200 ms" in first_row
+    assert page.errors == []
+
+
 def synthetic_document(template: dict[str, Any], n: int, hosts: int) -> dict[str, Any]:
     """``n`` requests over ``hosts`` hosts, made from one real request's dict: 10 connections a
     host, each opened once and then reused, every 100th request failing without a connection
@@ -561,11 +583,30 @@ def synthetic_document(template: dict[str, Any], n: int, hosts: int) -> dict[str
             total *= 2
         per_conn[conn_id] = at + total / 1000.0 + 0.0002
         requests.append(request)
+    info = base["connection"] or {}
+    served: dict[int, list[dict[str, Any]]] = {}
+    for r in requests:
+        for i, h in enumerate(r["hops"]):
+            if h["connection"] is not None:
+                served.setdefault(h["connection"]["id"], []).append(
+                    {"request": r["id"], "hop": i, "idle_ms": 0.2}
+                )
+    connections = [
+        {
+            **info,
+            "id": conn_id,
+            "opened_at": t0,
+            "closed_at": per_conn[conn_id],
+            "close_reason": "session_closed",
+            "requests": served[conn_id],
+        }
+        for conn_id in sorted(served)
+    ]
     return {
         "title": "synthetic",
         "generated_at": time.time(),
         "requests": requests,
-        "connections": [],
+        "connections": connections,
         "hosts": {},
         "dropped": 0,
         "stalls": [],
@@ -584,7 +625,8 @@ def test_ten_thousand_requests_render_quickly(
     print(
         f"\n10,000 requests: ready {ready_ms:.0f} ms after navigation "
         f"(load seen from Python {page.load_seconds:.2f} s), first draw "
-        f"{page.report('drawMs'):.1f} ms"
+        f"{page.report('drawMs'):.1f} ms; marks {page.report('marks')}; "
+        f"{page.page.evaluate('document.documentElement.outerHTML.length') / 1e6:.1f} MB"
     )
     assert page.errors == []
     assert page.report("requests") == 10_000

@@ -17,7 +17,7 @@ from aiohttp.resolver import AsyncResolver
 from peers import DNSServer
 
 import aiotrace
-from aiotrace._report.html import document_from_recorder, render_html, write_html
+from aiotrace._report.html import document_from_recorder, page_form, render_html, write_html
 
 DATA = re.compile(r'<script type="application/json" id="aiotrace-data">(.*?)</script>', re.S)
 
@@ -71,8 +71,17 @@ async def test_document_from_a_crawl_round_trips_through_the_page(
     assert doc["hosts"][f"a.test:{srv.port}"]["requests"] == 3
     assert doc["stalls"] == [{"started_at": 1.5, "duration_ms": 200.0}]
     assert doc["title"] == "crawl" and doc["dropped"] == 0
+    before = json.dumps(doc)
     html = await asyncio.to_thread(render_html, doc)  # reads files: not on the loop
-    assert embedded(html) == json.loads(json.dumps(doc))
+    assert json.dumps(doc) == before  # left as it was
+    page = embedded(html)
+    # The page's form: the same document, connection details only in "connections".
+    for r in doc["requests"]:
+        for h in r["hops"]:
+            record = next(c for c in doc["connections"] if c["id"] == h["connection"]["id"])
+            assert h["connection"].items() <= record.items()
+            h["connection"] = {"id": record["id"]}
+    assert page == json.loads(json.dumps(doc))
     written = await asyncio.to_thread(write_html, doc, tmp_path / "r.html")
     assert written == len(html.encode())
 
@@ -94,3 +103,21 @@ def test_non_finite_numbers_become_null() -> None:
     assert embedded(render_html(doc)) == {
         "title": "t", "requests": [], "x": [None, None, 1.5], "y": {"z": None},
     }  # fmt: skip
+
+
+def test_page_form_keeps_connection_details_it_cannot_find() -> None:
+    """A round trip keeps its connection's details unless ``connections`` lists the same ones
+    under its id."""
+    listed = {"id": 1, "remote_addr": "127.0.0.1:1", "tls": None}
+    other = {"id": 2, "remote_addr": "127.0.0.1:2", "tls": None}
+    changed = {"id": 1, "remote_addr": "127.0.0.1:9", "tls": None}
+    doc = {
+        "requests": [
+            {"id": 1, "hops": [{"connection": c} for c in (listed, other, changed, None)]}
+        ],
+        "connections": [{**listed, "opened_at": 1.0}],
+    }
+    hops = page_form(doc)["requests"][0]["hops"]
+    assert [h["connection"] for h in hops] == [{"id": 1}, other, changed, None]
+    assert doc["requests"][0]["hops"][0]["connection"] is listed
+    assert page_form({"requests": [], "connections": []}) == {"requests": [], "connections": []}

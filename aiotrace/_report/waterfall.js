@@ -25,7 +25,9 @@
   var MAX_WIDTH = 8e6;  // px: browsers cap an element's size
   var MAX_TABLE_ROWS = 300;
 
+  var marks = { start: performance.now() };  // ms since navigation, for aiotraceReport.marks
   var doc = JSON.parse(document.getElementById("aiotrace-data").textContent);
+  marks.parsed = performance.now();
   var requests = Array.isArray(doc.requests) ? doc.requests : [];
   var connRecords = {};
   (Array.isArray(doc.connections) ? doc.connections : []).forEach(function (c) {
@@ -153,6 +155,8 @@
   });
   connLanes.sort(function (a, b) { return a.items[0].start - b.items[0].start || a.id - b.id; });
   noConnItems.sort(byStart);
+
+  marks.model = performance.now();
 
   // ---------------------------------------------------------------------------------------
   // The filter: which requests are drawn, and the lanes they make
@@ -536,7 +540,7 @@
     ctx.fillText(lanes.length + " rows", 6, 8);
     lastDrawMs = performance.now() - t;
     if (!document.body.dataset.ready) {
-      readyMs = performance.now();
+      readyMs = marks.ready = performance.now();
       document.body.dataset.ready = "1";
     }
   }
@@ -634,9 +638,12 @@
       conn = "connection #" + it.conn + ", new" + (h.reuse_miss ? " (not reused: " + h.reuse_miss + ")" : "");
     }
     tooltip.appendChild(el("div", null, it.host + " · " + conn));
-    if (h && h.connection && h.connection.remote_addr) {
-      var tls = h.connection.tls;
-      tooltip.appendChild(el("div", "muted", "to " + h.connection.remote_addr +
+    // A round trip's connection details are in doc.connections (the page's form of the
+    // document keeps only the id on the round trip), or on the round trip itself.
+    var ci = it.conn === null ? null : Object.assign({}, connRecords[it.conn] || {}, h.connection);
+    if (ci && ci.remote_addr) {
+      var tls = ci.tls;
+      tooltip.appendChild(el("div", "muted", "to " + ci.remote_addr +
         (tls && tls.version ? " · " + tls.version : "")));
     }
     var table = el("table", null, null);
@@ -771,7 +778,7 @@
     if (num(doc.dropped) && doc.dropped > 0) parts.push(doc.dropped + " more not kept (in the host table only)");
     if (stalls.length) {
       var stalled = stalls.reduce(function (a, s) { return a + (num(s.duration_ms) ? s.duration_ms : 0); }, 0);
-      parts.push("event loop stalled " + stalls.length + "× for " + fmtMs(stalled));
+      parts.push("event loop stalled " + stalls.length + (stalls.length === 1 ? " time" : " times") + " for " + fmtMs(stalled));
     }
     if (num(doc.generated_at)) parts.push("made " + new Date(doc.generated_at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC");
     document.getElementById("summary").textContent = parts.join(" · ");
@@ -967,6 +974,7 @@
 
   renderHead();
   renderBody();
+  marks.table = performance.now();
 
   // ---------------------------------------------------------------------------------------
   // For tests and scripts: a read-only view of what is drawn
@@ -982,6 +990,8 @@
     get zoom() { return zoom; },
     get drawMs() { return lastDrawMs; },
     get readyMs() { return readyMs; },
+    /** When the script started, parsed the data, built its model, and first drew (ms). */
+    get marks() { return Object.assign({}, marks); },
     /** The round trip under (x, y), CSS px from the waterfall's top left corner. */
     hitTest: function (x, y) { var it = hit(x, y); return it ? describe(it) : null; },
     /** The round trip in drawn lane ``lane`` at ``ms`` from the start (or nearest, 3 px). */
