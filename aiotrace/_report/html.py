@@ -104,18 +104,19 @@ def page_form(document: Mapping[str, Any]) -> dict[str, Any]:
         return dict(document)
     requests = []
     for r in document.get("requests") or ():
-        hops = r.get("hops") or ()
-        for i, h in enumerate(hops):
+        original = r.get("hops") or ()
+        hops: list[Any] | None = None  # a copy, made at the first change
+        for i, h in enumerate(original):
             conn = h.get("connection")
             if (
                 isinstance(conn, Mapping)
                 and (record := known.get(conn.get("id"))) is not None
                 and all(record.get(k) == v for k, v in conn.items())
             ):
-                if hops is r.get("hops"):  # copy on first change only
-                    hops = list(hops)
+                if hops is None:
+                    hops = list(original)
                 hops[i] = {**h, "connection": {"id": conn["id"]}}
-        requests.append(r if hops is r.get("hops") else {**r, "hops": hops})
+        requests.append(r if hops is None else {**r, "hops": hops})
     return {**document, "requests": requests}
 
 
