@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from os import PathLike
 
-    from .._recorder import Recorder
+    from .._record.recorder import Recorder
 
 __all__ = ["document_from_recorder", "page_form", "render_html", "write_html"]
 
