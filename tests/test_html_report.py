@@ -243,8 +243,8 @@ def browser(crawl_document: Any) -> Iterator[Any]:
 class Page:
     """A page opened from disk, with every console error, page error and request it made."""
 
-    def __init__(self, browser: Any, path: Path) -> None:
-        self.page = browser.new_page(viewport=VIEWPORT)
+    def __init__(self, browser: Any, path: Path, scale: float = 1.0) -> None:
+        self.page = browser.new_page(viewport=VIEWPORT, device_scale_factor=scale)
         self.errors: list[str] = []
         self.requests: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -266,13 +266,14 @@ class Page:
 
 @pytest.fixture
 def open_page(browser: Any, tmp_path: Path) -> Iterator[Callable[..., Page]]:
-    """Factory: ``open_page(document)`` writes the report and opens it from disk."""
+    """Factory: ``open_page(document, name=, scale=)`` writes the report and opens it from
+    disk (``scale``: the device pixel ratio)."""
     pages: list[Page] = []
 
-    def open_(document: dict[str, Any], name: str = "report.html") -> Page:
+    def open_(document: dict[str, Any], name: str = "report.html", scale: float = 1.0) -> Page:
         path = tmp_path / name
         write_html(document, path)
-        page = Page(browser, path)
+        page = Page(browser, path, scale)
         pages.append(page)
         return page
 
@@ -320,6 +321,35 @@ def test_page_loads_offline_and_draws_every_request_and_lane(
     assert page.report("hostRows") == len(
         {host_label(r["url"]) for r in crawl_document["requests"]} | set(crawl_document["hosts"])
     )
+
+
+def test_sharp_on_a_high_density_screen(
+    crawl_document: dict[str, Any], open_page: Callable[..., Page]
+) -> None:
+    """At a device pixel ratio of 2 the canvas has twice the pixels of its CSS size, and the
+    pointer still finds the request under it."""
+    page = open_page(crawl_document, scale=2)
+    size = page.page.evaluate(
+        "() => { const c = document.getElementById('wf-canvas');"
+        " return [c.width, c.height, c.clientWidth, c.clientHeight]; }"
+    )
+    assert size[0] == 2 * size[2] and size[1] == 2 * size[3] and size[2] > 600
+    r = crawl_document["requests"][3]
+    assert r["hops"][0]["url"] in tooltip_for(page, r["id"], 0)
+    assert page.errors == []
+
+
+def test_a_document_without_requests(open_page: Callable[..., Page]) -> None:
+    """An aggregate-only document (per-host stats, no timelines) still opens: the host table
+    from the stats, an empty waterfall, no error."""
+    stats = {"requests": 7, "round_trips": 7, "reused": 5, "errors": {"TimeoutError": 1}}
+    stats |= {"statuses": {"200": 6}, "phases": {"total": {"p50": 3.0, "p90": 5.0, "p99": 9.0}}}
+    page = open_page({"title": "empty", "requests": [], "hosts": {"a.test:443": stats}})
+    assert page.errors == []
+    assert (page.report("requests"), page.report("lanes"), page.report("hostRows")) == (0, 0, 1)
+    row = page.page.locator("#hosts tbody tr").first.inner_text().split("\t")
+    assert row[:5] == ["a.test:443", "7", "1", "0", "71%"]
+    assert row[6:9] == ["3.00 ms", "5.00 ms", "9.00 ms"]
 
 
 def tooltip_for(page: Page, request_id: int, hop: int) -> str:
