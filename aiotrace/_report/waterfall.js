@@ -150,8 +150,8 @@
     var first = lane.items[0].start;
     var last = lane.items[lane.items.length - 1].end;
     lane.openedAt = rec && num(rec.opened_at) ? Math.min(offsetMs(rec.opened_at), first) : first;
+    // (A connection left open long after its last request does not stretch the axis.)
     lane.closedAt = rec && num(rec.closed_at) ? offsetMs(rec.closed_at) : last;
-    if (lane.closedAt > span) span = lane.closedAt;
   });
   connLanes.sort(function (a, b) { return a.items[0].start - b.items[0].start || a.id - b.id; });
   noConnItems.sort(byStart);
@@ -232,9 +232,13 @@
     var text = hostInput.value.trim().toLowerCase();
     var classes = {};
     CLASSES.forEach(function (c) { classes[c] = classBoxes[c].checked; });
+    // A whole host:port (a click in the table) is that host; anything else, part of one.
+    var exact = reqInfo.some(function (info) { return info.host.toLowerCase() === text; });
     var shown = reqInfo.map(function (info) {
-      return classes[info.cls] && (!text || info.host.toLowerCase().indexOf(text) >= 0);
+      var host = info.host.toLowerCase();
+      return classes[info.cls] && (!text || (exact ? host === text : host.indexOf(text) >= 0));
     });
+    hover = null;
     drawnRequests = shown.filter(Boolean).length;
     lanes = [];
     laneItems = [];
@@ -759,7 +763,8 @@
   scroller.addEventListener("wheel", function (e) {
     if (!(e.ctrlKey || e.metaKey)) return;  // plain wheel scrolls
     e.preventDefault();
-    setZoom(zoom * Math.exp(-e.deltaY * 0.002), local(e).x);
+    var px = e.deltaY * (e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? viewH : 1);  // lines, pages
+    setZoom(zoom * Math.exp(-px * 0.002), local(e).x);
   }, { passive: false });
   document.getElementById("zoom-in").addEventListener("click", function () { setZoom(zoom * 2); });
   document.getElementById("zoom-out").addEventListener("click", function () { setZoom(zoom / 2); });
@@ -798,7 +803,11 @@
     PHASES.forEach(function (p) {
       add(COLORS[p], p === "blocked" ? "blocked (pool wait)" : p, p === "blocked" ? { height: "4px" } : null);
     });
-    add("transparent", "failed", { borderLeft: "2px solid " + ERROR, borderRight: "2px solid " + ERROR, width: "8px" });
+    var failed = el("span", null, null);
+    failed.appendChild(el("b", null, "✕"));
+    failed.firstChild.style.color = ERROR;
+    failed.appendChild(document.createTextNode("failed"));
+    box.appendChild(failed);
     add("transparent", "hops of one request", { borderTop: "2px dashed " + LINK, height: "0" });
     if (stalls.length) add(STALL, "event loop stalled");
   })();
