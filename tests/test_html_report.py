@@ -344,8 +344,10 @@ def test_a_document_without_requests(open_page: Callable[..., Page]) -> None:
     from the stats, an empty waterfall, no error."""
     stats = {"requests": 7, "round_trips": 7, "reused": 5, "errors": {"TimeoutError": 1}}
     stats |= {"statuses": {"200": 6}, "phases": {"total": {"p50": 3.0, "p90": 5.0, "p99": 9.0}}}
-    page = open_page({"title": "empty", "requests": [], "hosts": {"a.test:443": stats}})
+    doc = {"title": "empty", "requests": [], "hosts": {"a.test:443": stats}, "sample_rate": 0.1}
+    page = open_page(doc)
     assert page.errors == []
+    assert "a sample of 10% of requests traced" in page.page.inner_text("#summary")
     assert (page.report("requests"), page.report("lanes"), page.report("hostRows")) == (0, 0, 1)
     row = page.page.locator("#hosts tbody tr").first.inner_text().split("\t")
     assert row[:5] == ["a.test:443", "7", "1", "0", "71%"]

@@ -70,7 +70,7 @@ async def test_document_from_a_crawl_round_trips_through_the_page(
     assert list(doc["hosts"]) == [f"a.test:{srv.port}"]
     assert doc["hosts"][f"a.test:{srv.port}"]["requests"] == 3
     assert doc["stalls"] == [{"started_at": 1.5, "duration_ms": 200.0}]
-    assert doc["title"] == "crawl" and doc["dropped"] == 0
+    assert doc["title"] == "crawl" and doc["dropped"] == 0 and doc["sample_rate"] is None
     before = json.dumps(doc)
     html = await asyncio.to_thread(render_html, doc)  # reads files: not on the loop
     assert json.dumps(doc) == before  # left as it was

@@ -19,6 +19,7 @@ The document (``document_from_recorder`` builds one; the page reads it and nothi
       "connections": [ConnectionRecord.to_dict(), ...],
       "hosts": {"host:port": HostStats.to_dict(), ...},   # may be empty
       "dropped": int,              # requests finished but not kept (a Recorder's ring)
+      "sample_rate": float | None, # the share of requests traced (None: all, or a callable's)
       "stalls": [{"started_at": float, "duration_ms": float}, ...],  # optional
     }
 
@@ -75,6 +76,7 @@ def document_from_recorder(
         "connections": [c.to_dict() for c in rec.connections],
         "hosts": {label: stats.to_dict() for label, stats in rec.stats.items()},
         "dropped": rec.dropped,
+        "sample_rate": rec.sample_rate,
         "stalls": [{"started_at": at, "duration_ms": ms} for at, ms in stalls],
     }
 

@@ -780,6 +780,9 @@
     var errors = reqInfo.filter(function (i) { return i.cls === "error"; }).length;
     var parts = [requests.length + " requests", connLanes.length + " connections", errors + " failed",
       "over " + fmtMs(span)];
+    if (num(doc.sample_rate) && doc.sample_rate < 1) {
+      parts.push("a sample of " + String(+(doc.sample_rate * 100).toPrecision(3)) + "% of requests traced");
+    }
     if (num(doc.dropped) && doc.dropped > 0) parts.push(doc.dropped + " more not kept (in the host table only)");
     if (stalls.length) {
       var stalled = stalls.reduce(function (a, s) { return a + (num(s.duration_ms) ? s.duration_ms : 0); }, 0);
