@@ -6,10 +6,11 @@ of ``server.py`` (its 100-byte ``/small``) in a process of its own. Each mode ru
 child process, so that its peak RSS is its own:
 
 * ``summary``: the terminal summary only; the Recorder keeps aggregates, not requests;
-* ``json``: ``--json``; the Recorder keeps every timeline, and the report holds them all.
+* ``json``: ``--json``; the Recorder keeps every timeline, and the report holds them all;
+* ``html``: ``--html``; the same timelines, as the self-contained HTML waterfall.
 
 For each mode it reports requests per second of the crawl (wall clock, the server on the same
-machine), the child's peak RSS and its RSS before the crawl (after the imports), and the
+machine), the child's RSS before the crawl (after the imports) and its peak RSS, and the
 report's size and the time to build and write it (the summary rendered as the terminal would
 get it, or the JSON document written to a file). One run, not a comparison: on a shared
 machine, read requests per second as +-20%; RSS and sizes are steady.
@@ -30,12 +31,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("summary", "json")
+MODES = ("summary", "json", "html")
 
 
-def _rss_mb() -> float:
-    """Peak RSS of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _rss_mb(field: str = "VmHWM") -> float:
+    """This process's RSS in MiB: ``VmRSS`` now, ``VmHWM`` its peak so far (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the peak, in KiB
 
 
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +54,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from aiotrace._cli.crawl_report import summarize
     from aiotrace._cli.crawl_view import render_summary
 
-    rss_before = _rss_mb()
+    rss_before = _rss_mb("VmRSS")
     args = _parser().parse_args(spec["argv"])
     options = _options(args)
     urls, bad = read_url_list(args.file)
@@ -63,10 +71,13 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         started_at=crawler.started_at,
         elapsed_s=crawler.elapsed_s,
     )
-    if args.json:
+    if args.json or args.html:
         path = Path(spec["out"])
         with path.open("w", encoding="utf-8") as f:
-            write_reports(crawler, report, bad, {}, json_out=f)
+            if args.json:
+                write_reports(crawler, report, bad, {}, json_out=f)
+            else:
+                write_reports(crawler, report, bad, {"html": f}, json_out=None)
         size = path.stat().st_size
     else:
         buf = io.StringIO()
@@ -88,9 +99,12 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _run(mode: str, urls: Path, resolve: list[str], concurrency: int, tmp: Path) -> dict[str, Any]:
     argv = [str(urls), "--concurrency", str(concurrency), *resolve]
+    out_path = tmp / f"report.{mode}"
     if mode == "json":
         argv.append("--json")
-    spec = {"argv": argv, "out": str(tmp / "report.json")}
+    elif mode == "html":
+        argv += ["--html", str(out_path)]
+    spec = {"argv": argv, "out": str(out_path)}
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.crawl", "--child", json.dumps(spec)],
         capture_output=True,

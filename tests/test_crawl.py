@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from aiotrace._cli.main import main
 ROOT = Path(__file__).resolve().parent.parent
 AIOTRACE = str(Path(sys.executable).with_name("aiotrace"))
 SITE = Path(__file__).with_name("crawl_site.py")
+DATA = re.compile(r'<script type="application/json" id="aiotrace-data">(.*?)</script>', re.S)
 # The command's environment: piped output is as wide as COLUMNS says, and something in the
 # test run sets it to 80; the tests read the summary unwrapped, as a file gets it.
 ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
@@ -109,6 +111,13 @@ def crawl(
     )
 
 
+def html_data(path: Path) -> Any:
+    """The document an HTML report carries."""
+    found = DATA.search(path.read_text(encoding="utf-8"))
+    assert found is not None
+    return json.loads(found.group(1))
+
+
 def url_file(tmp_path: Path, lines: list[str], name: str = "urls.txt") -> str:
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")
@@ -190,6 +199,7 @@ def test_stdin_is_read_for_dash_and_for_no_file(site: Site) -> None:
         (["--resolve", "a.test:80:nope"], ["http://a.test/"], "not an IP"),
         (["-k", "--cacert", "x.pem"], ["http://a.test/"], "do not go together"),
         (["--har", "/nonexistent/dir/x.har"], ["http://a.test/"], "cannot write"),
+        (["--html", "/nonexistent/dir/x.html"], ["http://a.test/"], "--html: cannot write"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -272,13 +282,16 @@ def test_redirects_are_followed_with_L_and_each_hop_traced(tmp_path: Path, site:
 
 
 def test_reports_parse_and_their_counts_match(tmp_path: Path, site: Site, refused_port: int) -> None:
-    """--json, --jsonl and --har hold every request (the HAR one entry per hop) and agree with
-    the per-host aggregates; every URL is accounted for exactly once."""
+    """--json, --jsonl, --har and --html hold every request (the HAR one entry per hop) and
+    agree with the per-host aggregates; every URL is accounted for exactly once."""
     lines = [f"http://{site.host(i % 4)}/page/{i}" for i in range(20)]
     lines += [f"http://{site.host(0)}/redirect", f"http://127.0.0.1:{refused_port}/x"]
     path = url_file(tmp_path, lines)
-    jsonl, har = tmp_path / "out.jsonl", tmp_path / "out.har"
-    out = crawl(path, *site.resolve(), "-L", "--json", "--jsonl", str(jsonl), "--har", str(har))
+    jsonl, har, html = tmp_path / "out.jsonl", tmp_path / "out.har", tmp_path / "out.html"
+    out = crawl(
+        path, *site.resolve(), "-L", "--json", "--jsonl", str(jsonl), "--har", str(har),
+        "--html", str(html),
+    )  # fmt: skip
     assert out.returncode == 1, out.stderr
     doc = json.loads(out.stdout)
     assert doc["counts"] == {
@@ -293,6 +306,10 @@ def test_reports_parse_and_their_counts_match(tmp_path: Path, site: Site, refuse
     assert [r["id"] for r in rows] == [r["id"] for r in requests]
     entries = json.loads(har.read_text())["log"]["entries"]
     assert len(entries) == sum(len(r["hops"]) for r in requests) == 23
+    page = html_data(html)
+    assert [r["id"] for r in page["requests"]] == [r["id"] for r in requests]
+    assert len(page["connections"]) == len(doc["connections"])
+    assert page["title"] == f"aiotrace crawl {path}"
     opened = sum(h["connections_opened"] for h in doc["hosts"].values())
     assert opened == len(doc["connections"])
     assert len(doc["slowest"]) == 5
@@ -375,9 +392,10 @@ def test_interrupt_cancels_in_flight_and_writes_reports(
     fast = [f"http://{site.host(0)}/page/{i}" for i in range(4)]
     hang = [f"http://{site.host(host)}/hang" for _ in range(10)]
     path = url_file(tmp_path, fast + hang)
-    har = tmp_path / "out.har"
+    har, html = tmp_path / "out.har", tmp_path / "out.html"
     proc = subprocess.Popen(
-        [AIOTRACE, "crawl", path, *site.resolve(), "--concurrency", "6", "--json", "--har", str(har)],
+        [AIOTRACE, "crawl", path, *site.resolve(), "--concurrency", "6", "--json", "--har", str(har),
+         "--html", str(html)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -405,6 +423,8 @@ def test_interrupt_cancels_in_flight_and_writes_reports(
     assert [r["error"] for r in doc["requests"] if r["status"] is None] == ["CancelledError"] * 6
     assert doc["hosts"][site.host(host)]["errors"] == {"cancelled": 6}
     assert len(json.loads(har.read_text())["log"]["entries"]) == 10
+    page = html_data(html)
+    assert [r["error"] for r in page["requests"]].count("CancelledError") == 6
 
 
 def test_interrupted_summary_says_so(tmp_path: Path, site: Site) -> None:

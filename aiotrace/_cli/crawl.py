@@ -35,8 +35,16 @@ from .._adapter.connector import TracingConnector
 from .._adapter.session import traced_session
 from .._record.recorder import Recorder
 from .._record.redact import DEFAULT_REDACTION, Redaction
+from .._report.html import document_from_recorder, render_html
 from .._trace.hooks import compose
-from .crawl_report import CrawlCounts, CrawlReport, CrawlTally, crawl_document, summarize
+from .crawl_report import (
+    CrawlCounts,
+    CrawlReport,
+    CrawlTally,
+    crawl_document,
+    summarize,
+    write_document,
+)
 from .main import (
     EXIT_FAILED,
     EXIT_SLO,
@@ -310,6 +318,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", default=None, metavar="FILE", help="write one JSON line a request")
     p.add_argument("--har", default=None, metavar="FILE", help="write HAR 1.2, one entry a hop")
     p.add_argument(
+        "--html", default=None, metavar="FILE", help="write the HTML report: a waterfall"
+    )
+    p.add_argument(
         "--no-redact", action="store_true", help="show credentials in URLs (redacted by default)"
     )
     return p
@@ -346,7 +357,7 @@ def _options(args: argparse.Namespace) -> CrawlOptions:
         rate=args.rate,
         slo=tuple(_parse_slo(args.slo).items()),
         redaction=Redaction(enabled=not args.no_redact),
-        keep_requests=bool(args.json or args.jsonl or args.har),
+        keep_requests=bool(args.json or args.jsonl or args.har or args.html),
     )
 
 
@@ -354,7 +365,7 @@ def _open_outputs(args: argparse.Namespace) -> dict[str, IO[str]]:
     """Open the report files before the crawl: a path that cannot be written is bad input,
     found before the crawl rather than after it."""
     files: dict[str, IO[str]] = {}
-    for kind in ("jsonl", "har"):
+    for kind in ("jsonl", "har", "html"):
         path = getattr(args, kind)
         if path is None:
             continue
@@ -374,22 +385,40 @@ def write_reports(
     files: dict[str, IO[str]],
     *,
     json_out: IO[str] | None,
+    title: str = "aiotrace crawl",
 ) -> None:
-    """Write what was asked: the JSON document, the JSONL and HAR files.
+    """Write what was asked: the JSON document, the JSONL, HAR and HTML files.
 
-    Compact, each document encoded at once: ``json.dumps`` uses the C encoder, where
-    ``json.dump`` to a file, or any ``indent``, encodes in Python (2-3 times slower)."""
+    The HTML page needs its whole document at once (``document_from_recorder``); asked for,
+    its timelines' dicts serve ``--json`` and ``--jsonl`` too. Otherwise those two are written
+    a timeline at a time, so that no more than one timeline's dict is in memory. Each JSON
+    value is encoded whole by ``json.dumps`` (the C encoder: ``json.dump`` to a file, or any
+    ``indent``, encodes in Python, 2-3 times slower)."""
     rec = crawler.rec
-    compact = (",", ":")
+    page = document_from_recorder(rec, title=title) if "html" in files else None
+
+    def timelines() -> Iterator[dict[str, Any]]:
+        if page is not None:
+            return iter(page["requests"])
+        return (t.to_dict(rec.redaction) for t in rec.requests)
+
     if "jsonl" in files:
         f = files["jsonl"]
-        for t in rec.requests:
-            f.write(json.dumps(t.to_dict(rec.redaction), separators=compact) + "\n")
+        for timeline in timelines():
+            f.write(json.dumps(timeline, separators=(",", ":")) + "\n")
     if "har" in files:
-        files["har"].write(json.dumps(rec.to_har(), separators=compact) + "\n")
+        files["har"].write(json.dumps(rec.to_har(), separators=(",", ":")) + "\n")
+    if page is not None:
+        files["html"].write(render_html(page))
     if json_out is not None:
-        doc = crawl_document(report, rec, [b.to_dict() for b in bad])
-        json_out.write(json.dumps(doc, separators=compact) + "\n")
+        doc = crawl_document(report, [b.to_dict() for b in bad])
+        if rec.aggregate_only:
+            write_document(json_out, doc)
+        else:
+            connections = page["connections"] if page is not None else None
+            if connections is None:
+                connections = (c.to_dict() for c in rec.connections)
+            write_document(json_out, doc, timelines(), connections)
 
 
 def _install_signals(
@@ -471,7 +500,14 @@ def crawl_main(argv: Sequence[str]) -> int:
             started_at=crawler.started_at,
             elapsed_s=crawler.elapsed_s,
         )
-        write_reports(crawler, report, bad, files, json_out=sys.stdout if args.json else None)
+        write_reports(
+            crawler,
+            report,
+            bad,
+            files,
+            json_out=sys.stdout if args.json else None,
+            title=f"aiotrace crawl {'stdin' if args.file == '-' else args.file}",
+        )
         if view is not None and not args.json:
             view.render_summary(report)
         sys.stdout.flush()

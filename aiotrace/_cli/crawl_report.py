@@ -11,8 +11,8 @@ output (``--json``, ``--jsonl``, ``--har``) asks the Recorder to keep every time
 
 from __future__ import annotations
 
-import asyncio
 import heapq
+import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ from .._trace.hooks import ClientTrace
 from .._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import IO
 
     from yarl import URL
 
@@ -42,6 +43,7 @@ __all__ = [
     "crawl_document",
     "error_kind",
     "summarize",
+    "write_document",
 ]
 
 SLOWEST = 5  # requests listed as the slowest
@@ -354,14 +356,10 @@ def summarize(
     )
 
 
-def crawl_document(
-    report: CrawlReport,
-    rec: Recorder | None,
-    bad_lines: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """The report as one JSON-ready document: counts, per-host aggregates, the slowest
-    requests and, given a Recorder that kept them, every request's timeline and connection."""
-    doc: dict[str, Any] = {
+def crawl_document(report: CrawlReport, bad_lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report as a JSON-ready document: counts, per-host aggregates, the slowest
+    requests. (``write_document`` adds every request's timeline and every connection.)"""
+    return {
         "aiotrace": __version__,
         "command": "crawl",
         "started_at": report.started_at,
@@ -374,12 +372,26 @@ def crawl_document(
         "slowest": [asdict(s) for s in report.slowest],
         "slo_breaches": [asdict(b) for b in report.breaches],
     }
-    if rec is not None and not rec.aggregate_only:
-        doc["requests"] = rec.to_dicts()
-        doc["connections"] = [c.to_dict() for c in rec.connections]
-    return doc
 
 
-def is_cancelled(err: BaseException | None) -> bool:
-    """Whether a request ended because the crawl cancelled it."""
-    return isinstance(err, asyncio.CancelledError)
+def write_document(
+    out: IO[str],
+    doc: Mapping[str, Any],
+    timelines: Iterable[Mapping[str, Any]] | None = None,
+    connections: Iterable[Mapping[str, Any]] | None = None,
+) -> None:
+    """Write ``doc`` as one compact JSON document, with ``requests`` and ``connections``
+    written one element at a time from ``timelines`` and ``connections`` if given: the
+    document's bytes are never all in memory, nor every timeline's dict at once."""
+    compact = (",", ":")
+    head = json.dumps(doc, separators=compact)
+    if timelines is None:
+        out.write(head + "\n")
+        return
+    out.write(head[:-1] + ',"requests":[')
+    for i, timeline in enumerate(timelines):
+        out.write(("," if i else "") + json.dumps(timeline, separators=compact))
+    out.write('],"connections":[')
+    for i, conn in enumerate(connections or ()):
+        out.write(("," if i else "") + json.dumps(conn, separators=compact))
+    out.write("]}\n")
