@@ -583,17 +583,19 @@ def test_ten_thousand_requests_over_twenty_hosts(
 
 def test_crawler_example_traces_itself_and_writes_its_report(tmp_path: Path) -> None:
     """examples/crawler.py crawls its own loopback site, following links and a redirect, and
-    writes a report holding every request it made and the per-host aggregates."""
-    report = tmp_path / "report.json"
+    writes its report, HTML and JSON, holding every request it made and the per-host
+    aggregates."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "crawler.py"), "-o", str(report)],
+        [sys.executable, str(ROOT / "examples" / "crawler.py"), "-o", str(tmp_path / "report")],
         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=ENV,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("fetched 30 pages in 30 requests")
-    doc = json.loads(report.read_text())
+    doc = json.loads((tmp_path / "report.json").read_text())
     assert len(doc["requests"]) == 30
     assert sum(len(r["hops"]) for r in doc["requests"]) == 31  # /old redirects once
     (host,) = doc["hosts"].values()
     assert host["requests"] == 30 and host["round_trips"] == 31
     assert len(doc["connections"]) == host["round_trips"] - host["reused"]
+    page = html_data(tmp_path / "report.html")
+    assert [r["id"] for r in page["requests"]] == [r["id"] for r in doc["requests"]]
