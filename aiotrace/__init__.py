@@ -44,7 +44,7 @@ from ._recorder import Recorder
 from ._redact import Redaction
 from ._session import traced_session
 from ._signals import trace_config
-from ._stats import HostStats, LatencyHistogram, Quantiles
+from ._stats import HostStats, LatencyHistogram, Quantiles, Stats
 from ._timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
 from ._tls import preload_default_twins
 
@@ -66,6 +66,7 @@ __all__ = [
     "Marks",
     "Redirect",
     "ConnectionRecord",
+    "Stats",
     "HostStats",
     "LatencyHistogram",
     "Quantiles",

@@ -18,7 +18,7 @@ from ._har import har_log
 from ._hooks import ClientTrace
 from ._kept import KeptRequests
 from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
+from ._stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostTable, Stats
 from ._timeline import (
     ConnectionRecord,
     RequestTimeline,
@@ -139,17 +139,18 @@ class Recorder:
         return [records[k] for k in sorted(records)]
 
     @property
-    def stats(self) -> dict[str, HostStats]:
-        """Per ``host:port`` aggregates of finished requests (in every mode)."""
+    def stats(self) -> Stats:
+        """Per ``host:port`` aggregates of finished requests (in every mode): a snapshot, a
+        :class:`Stats` of its own (to read, merge or write out while this one goes on)."""
         if self.aggregate_only or self.max_requests is not None:  # folded as they finished
             self._stats.flush()
-            return dict(self._stats)
+            return Stats().merge(self._stats)
         table = HostTable()
         for state in self._states():
             if state.done:
                 _fold(table, state)
         table.flush()
-        return dict(table)
+        return Stats(table)
 
     def clear(self) -> None:
         """Forget every timeline, connection and aggregate."""
@@ -258,6 +259,8 @@ def _fold_opened(
             ends.append(ended)
     opened = into.opened
     opened += (label, status, hop.reused, hop.t_get_conn, *ends, wrote, first, body)
+    if (miss := hop.reuse_miss) is not None:
+        into.misses += (label, miss)
     if len(opened) >= OPENED_LIMIT:
         into.fold_opened()
         if into.pending >= BATCH:
@@ -283,6 +286,8 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         stats.round_trips += 1
         if hop.reused:
             stats.reused += 1
+        elif (miss := hop.reuse_miss) is not None:
+            stats.reuse_miss[miss] = stats.reuse_miss.get(miss, 0) + 1
         values, total, _ = phase_values(hop)
         into.leave(stats, values, total)
         return
@@ -292,6 +297,8 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         hop_stats.round_trips += 1
         if hop.reused:
             hop_stats.reused += 1
+        elif (miss := hop.reuse_miss) is not None:
+            hop_stats.reuse_miss[miss] = hop_stats.reuse_miss.get(miss, 0) + 1
         values, hop_total, _ = phase_values(hop)
         into.leave(hop_stats, values, None)
         total += hop_total
