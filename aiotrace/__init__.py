@@ -44,6 +44,7 @@ from ._recorder import Recorder
 from ._redact import Redaction
 from ._session import traced_session
 from ._signals import trace_config
+from ._stalls import LoopStallMonitor
 from ._stats import HostStats, LatencyHistogram, Quantiles, Stats
 from ._timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
 from ._tls import preload_default_twins
@@ -71,6 +72,7 @@ __all__ = [
     "LatencyHistogram",
     "Quantiles",
     "Redaction",
+    "LoopStallMonitor",
     # Events: the request and its connection
     "RoundTrip",
     "ConnInfo",
