@@ -120,6 +120,10 @@ class LoopStallMonitor:
             raise RuntimeError(
                 "LoopStallMonitor.start() needs a running event loop: start it in a coroutine"
             ) from None
+        if self._users and self._loop is not None and self._loop.is_closed():
+            # Never stopped, and its loop is gone: it watched until its last tick.
+            self._users = 0
+            self._runs_to[-1] = self._last_tick()
         if self._users:
             if loop is not self._loop:
                 raise RuntimeError("this LoopStallMonitor is already watching another loop")
@@ -184,6 +188,10 @@ class LoopStallMonitor:
         call_later = self._call_later
         if call_later is not None:
             self._handle = call_later(self.interval, self._tick)
+
+    def _last_tick(self) -> float:
+        """When the monitor last knew the loop to be running (its last tick)."""
+        return self._due - self.interval
 
     def catch_up(self, now: float) -> None:
         """The loop is running again at ``now`` (a ``perf_counter`` stamp just taken): if the

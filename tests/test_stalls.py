@@ -335,3 +335,23 @@ async def test_ring_prunes_its_book_of_stalled_requests(server: TestServer) -> N
         assert stalls is not None
         if t.id in rec._stalls.by_request:
             assert stalls.total > 0.0
+
+
+def test_a_monitor_left_running_on_a_closed_loop_starts_on_the_next() -> None:
+    """A monitor never stopped on a loop that was then closed starts on a new loop (as if
+    stopped at its last tick) instead of refusing it as another loop's."""
+    mon = aiotrace.LoopStallMonitor()
+
+    async def start_and_wait() -> None:
+        mon.start()
+        await asyncio.sleep(0.05)
+
+    for _ in range(2):
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(start_and_wait())
+        finally:
+            loop.close()
+    assert mon.running
+    (first_from, second_from), (first_to, second_to) = mon._runs_from, mon._runs_to
+    assert first_from < first_to < second_from and second_to == float("inf")
