@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
+from .timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -12,7 +12,7 @@ next phase and the phases always add up to ``total`` exactly. A phase that did n
 nothing is ever negative. Times are milliseconds.
 
 Loop stalls (a Recorder with ``loop_stalls``) are given per phase on the same layout: how
-many of a phase's ms the event loop was stalled (``_stalls.py``), as a second ``Timings``.
+many of a phase's ms the event loop was stalled (``stalls.py``), as a second ``Timings``.
 
 Marks are curl's ``--write-out`` timers: cumulative milliseconds from the hop's start to
 the end of name lookup, TCP connect, TLS (``appconnect``), connection ready
@@ -26,14 +26,17 @@ from itertools import repeat
 from operator import add, mul, sub
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._redact import DEFAULT_REDACTION, Redaction
-from ._state import _now, wall_time
+from .._trace.clock import now as _now
+from .._trace.clock import wall_time
+from .redact import DEFAULT_REDACTION, Redaction
 
 if TYPE_CHECKING:
     from yarl import URL
 
-    from ._events import ConnInfo
-    from ._state import ConnState, HopState, RequestState
+    from .._trace.connection import ConnState
+    from .._trace.events import ConnInfo
+    from .._trace.hop import HopState
+    from .._trace.request import RequestState
 
 __all__ = [
     "ConnectionRecord",

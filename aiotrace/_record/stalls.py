@@ -21,7 +21,7 @@ The rules this module keeps:
 3. A stall is recorded when the loop runs again: at the overdue tick, or earlier, when
    someone who just got the loop back asks (``catch_up``: a Recorder does as each request
    finishes, since the loop may run a request's completion before the tick), or at ``stop``.
-4. A round trip's phases are laid end to end as its timeline has them (``_timeline.py``); a
+4. A round trip's phases are laid end to end as its timeline has them (``timeline.py``); a
    phase's stall time is its overlap with recorded stalls. It is known only for a round trip
    the monitor watched from its start to its end (``covers``), else ``None``.
 """
@@ -33,13 +33,13 @@ import math
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-from ._state import _now
-from ._timeline import phase_values
+from .._trace.clock import now as _now
+from .timeline import phase_values
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._state import HopState
+    from .._trace.hop import HopState
 
 __all__ = ["LoopStallMonitor", "phase_stalls"]
 
