@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from .._trace.context import with_client_trace
 from .._trace.hooks import ClientTrace
+from .._trace.request import RequestState
+from .._trace.sampling import Sample
+from .counts import BoundaryCounts
 from .har import har_log
 from .kept import ROW, KeptRequests
 from .redact import DEFAULT_REDACTION, Redaction
 from .stalls import LoopStallMonitor, phase_stalls
-from .stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostTable, Stats
-from .timeline import ConnectionRecord, RequestTimeline, phase_values
+from .stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable, Stats
+from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
     from yarl import URL
 
     from .._trace.hop import HopState
-    from .._trace.request import RequestState
 
 __all__ = ["Recorder"]
 
@@ -47,6 +49,14 @@ class Recorder:
     (``dropped`` counts the rest);
     ``aggregate_only=True`` keeps no timelines at all, only per-host aggregates
     (``stats``), so memory stays flat however long it runs.
+
+    ``sample=0.1`` (or a callable ``(method, url) -> bool``) traces a sample of requests,
+    decided once per request at the request boundary; the others take the untraced path and
+    are only counted there, so request, status and error counts stay exact and the phases
+    are estimates from the sample (``stats`` says how many: ``HostStats.sampled``).
+    ``keep_errors=True`` keeps, as a timeline with no round trips, an unsampled request that
+    failed (an exception or a 5xx response) or (``keep_slower_than``, seconds) took longer
+    than that to its response.
 
     ``loop_stalls=True`` (or a :class:`LoopStallMonitor` of your own, to share one between
     Recorders or set its ``threshold``) watches the event loop while the Recorder is entered
@@ -61,10 +71,16 @@ class Recorder:
         max_requests: int | None = None,
         aggregate_only: bool = False,
         redaction: Redaction = DEFAULT_REDACTION,
+        sample: Sample = None,
+        sample_seed: int | None = None,
+        keep_errors: bool = False,
+        keep_slower_than: float | None = None,
         loop_stalls: bool | LoopStallMonitor = False,
     ) -> None:
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"max_requests must be at least 1, not {max_requests}")
+        if keep_slower_than is not None and not keep_slower_than >= 0:
+            raise ValueError(f"keep_slower_than must be seconds >= 0, not {keep_slower_than!r}")
         if isinstance(loop_stalls, LoopStallMonitor):
             monitor: LoopStallMonitor | None = loop_stalls
         elif loop_stalls is True:
@@ -84,7 +100,8 @@ class Recorder:
         # a ring (max_requests). Unbounded, a Recorder folds the requests it keeps when
         # someone reads ``stats``, and the request path pays nothing for it.
         self._stats = HostTable()
-        self.trace = ClientTrace(_observers=(self,))
+        self.trace = ClientTrace(_observers=(self,), sample=sample, sample_seed=sample_seed)
+        self.sample = sample
         # Observer protocol (see ClientTrace._observers), read once when a trace is compiled.
         fold = functools.partial(_fold, self._stats)
         self._kept: KeptRequests | None = None
@@ -101,6 +118,17 @@ class Recorder:
             folded = aggregate_only or max_requests is not None
             book = self._stalls = _StallBook(monitor, self._stats if folded else None, self._kept)
             self.on_finish = book.observer(self.on_finish)
+        # Under sampling, every request is counted at the boundary too (see counts.py).
+        self._counts: BoundaryCounts | None = None
+        self.on_unsampled: Callable[..., None] | None = None
+        if self.trace._sampler is not None:
+            counts = self._counts = BoundaryCounts()
+            self.on_finish = functools.partial(_count_sampled, counts.add, self.on_finish)
+            self.on_unsampled = counts.add
+            if keep_errors and self._kept is not None:
+                self.on_unsampled = functools.partial(
+                    self._keep_unsampled, counts.add, keep_slower_than
+                )
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
     def __repr__(self) -> str:
@@ -173,19 +201,32 @@ class Recorder:
     @property
     def stats(self) -> Stats:
         """Per ``host:port`` aggregates of finished requests (in every mode): a snapshot, a
-        :class:`Stats` of its own (to read, merge or write out while this one goes on)."""
+        :class:`Stats` of its own (to read, merge or write out while this one goes on).
+
+        Under sampling, ``requests``, ``statuses`` and ``errors`` count every request, the
+        phases only the sampled ones (``sampled`` of them), and the ``response`` histogram
+        holds every request's time to its response (or error)."""
         if self.aggregate_only or self.max_requests is not None:  # folded as they finished
             self._stats.flush()
-            return Stats().merge(self._stats)
-        table = HostTable()
-        book = self._stalls
-        for state in self._states():
-            if state.done:
-                _fold(table, state)
-                if book is not None:
-                    book.fold(table, state)
-        table.flush()
-        return Stats(table)
+            table = self._stats
+        else:
+            table = HostTable()
+            book = self._stalls
+            for state in self._states():
+                if state.done and state.observer_data is not UNSAMPLED:
+                    _fold(table, state)
+                    if book is not None:
+                        book.fold(table, state)
+            table.flush()
+        if self._counts is not None:
+            return Stats(_with_counts(table, self._counts))  # copies
+        return Stats().merge(table) if table is self._stats else Stats(table)
+
+    @property
+    def sample_rate(self) -> float | None:
+        """The ratio of requests traced (``None``: every one, or a callable decides)."""
+        sample = self.sample
+        return float(sample) if isinstance(sample, int | float) else None
 
     def clear(self) -> None:
         """Forget every timeline, connection and aggregate (not the stall monitor's record:
@@ -195,6 +236,38 @@ class Recorder:
         self._stats.clear()
         if self._stalls is not None:
             self._stalls.by_request.clear()
+        if self._counts is not None:
+            self._counts.clear()
+
+    def _keep_unsampled(
+        self,
+        count: Callable[..., None],
+        slower_than: float | None,
+        method: str,
+        url: Any,
+        status: int | None,
+        err: BaseException | None,
+        t0: float,
+        t1: float,
+    ) -> None:
+        """``on_unsampled`` with ``keep_errors``: count the request, and keep it if it failed
+        (an exception or a 5xx) or was slow, with what the boundary saw."""
+        count(method, url, status, err, t0, t1)
+        if (
+            err is None
+            and (status is None or status < 500)
+            and (slower_than is None or t1 - t0 <= slower_than)
+        ):
+            return
+        state = RequestState(self.trace, method.upper(), url)
+        state.t_start = t0
+        state.t_end = state.t_done = t1
+        state.status = status
+        state.err = err
+        state.done = True
+        state.observer_data = UNSAMPLED
+        assert self._kept is not None
+        self._kept.on_finish(state)  # kept whole: it has no round trip (see kept.py)
 
     # -- exports ----------------------------------------------------------------------------
 
@@ -294,6 +367,37 @@ class _StallBook:
         return phase_stalls(self.monitor, hop, overlaps=False)
 
 
+def _count_sampled(
+    count: Callable[..., None], then: Callable[[RequestState], None], state: RequestState
+) -> None:
+    """A sampled request's ``on_finish`` under sampling: count it as the boundary would (its
+    time to the response), then record it."""
+    end = state.t_end
+    count(state.method, state._url, state.status, state.err, state.t_start, end or state.t_start)
+    then(state)
+
+
+def _with_counts(table: HostTable, counts: BoundaryCounts) -> dict[str, HostStats]:
+    """The sample's per-host stats, with every request's counts from the boundary."""
+    counts.fold()
+    out: dict[str, HostStats] = {}
+    for label, c in counts.hosts.items():
+        sample = table.get(label)
+        stats = HostStats() if sample is None else sample.copy()
+        stats.sampled = 0 if sample is None else sample.requests
+        stats.requests = c.requests
+        stats.statuses = dict(c.statuses)
+        stats.errors = dict(c.errors)
+        response = stats.histogram("response")
+        response.merge(c.response)
+        out[label] = stats
+    for label, sample in table.items():  # round trips only (a redirect's other host)
+        if label not in out:
+            stats = out[label] = sample.copy()
+            stats.sampled = sample.requests
+    return out
+
+
 def _host_label(url: URL) -> str:
     return f"{url.raw_host}:{url.port}" if url.raw_host else "?"
 
@@ -386,6 +490,8 @@ def _fold_opened(
 def _fold_any(into: HostTable, state: RequestState) -> None:
     """``_fold`` for any request (any number of round trips, any outcome); its values are left
     pending too, and count towards the table's batch."""
+    if state.observer_data is UNSAMPLED:  # counted at the boundary (see counts.py)
+        return
     hop = state.hop
     hops = state.hop_list or (() if hop is None else (hop,))
     stats = into.host(_host_of(hops[0]) if hops else _host_label(state.url))

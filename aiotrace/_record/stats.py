@@ -79,6 +79,9 @@ OPENED_LIMIT = 256 * OPENED_ROW
 _COLUMNS_FROM = 16  # rows of one host and phase set folded as columns; fewer, row by row
 # HostStats.by_phase, by position: the seven phases (the timeline's PHASES), then the total.
 _PHASE_NAMES = (*PHASES, "total")
+# Every histogram a HostStats may hold, in the order written: under sampling, "response" is
+# every request's time to its response (or error), counted at the request boundary.
+_HISTOGRAM_NAMES = (*_PHASE_NAMES, "response")
 SEND = PHASES.index("send")  # send, wait and receive follow each other
 TOTAL = len(PHASES)
 
@@ -284,6 +287,7 @@ class HostStats:
         "reuse_miss",
         "reused",
         "round_trips",
+        "sampled",
         "stall_ms",
         "stalled",
         "statuses",
@@ -291,6 +295,8 @@ class HostStats:
 
     def __init__(self) -> None:
         self.requests = 0
+        # Under sampling: how many of ``requests`` the phases come from (``None``: all).
+        self.sampled: int | None = None
         self.round_trips = 0
         self.reused = 0
         self.errors: dict[str, int] = {}
@@ -375,7 +381,12 @@ class HostStats:
     # -- combining --------------------------------------------------------------------------
 
     def merge(self, other: HostStats) -> None:
-        """Add ``other``'s counts and histograms to this one's: as if this had been fed both."""
+        """Add ``other``'s counts and histograms to this one's: as if this had been fed both
+        (under sampling, the phases come from the sum of both samples)."""
+        if self.sampled is not None or other.sampled is not None:
+            mine = self.requests if self.sampled is None else self.sampled
+            theirs = other.requests if other.sampled is None else other.sampled
+            self.sampled = mine + theirs
         self.requests += other.requests
         self.round_trips += other.round_trips
         self.reused += other.reused
@@ -401,9 +412,12 @@ class HostStats:
 
     def to_dict(self, *, histograms: bool = False) -> dict[str, Any]:
         """A JSON-ready dict: counts, derived figures and each phase's summary (ms); with
-        ``histograms``, each phase's buckets too (what :meth:`from_dict` reads back)."""
+        ``histograms``, each phase's buckets too (what :meth:`from_dict` reads back).
+        Under sampling, ``sampled`` says how many of ``requests`` the phases come from."""
+        sampled = {} if self.sampled is None else {"sampled": self.sampled, "estimated": True}
         return {
             "requests": self.requests,
+            **sampled,
             "round_trips": self.round_trips,
             "reused": self.reused,
             "reuse_rate": self.reuse_rate,
@@ -416,7 +430,7 @@ class HostStats:
             "stall_ms": {k: self.stall_ms[k] for k in _PHASE_NAMES if k in self.stall_ms},
             "phases": {
                 name: self.phases[name].to_dict(buckets=histograms)
-                for name in _PHASE_NAMES
+                for name in _HISTOGRAM_NAMES
                 if name in self.phases
             },
         }
@@ -428,13 +442,15 @@ class HostStats:
         new.requests = _count_of(data["requests"])
         new.round_trips = _count_of(data["round_trips"])
         new.reused = _count_of(data["reused"])
+        if (sampled := data.get("sampled")) is not None:
+            new.sampled = _count_of(sampled)
         new.stalled = _count_of(data.get("stalled", 0))
         new.errors = {str(k): _count_of(v) for k, v in data["errors"].items()}
         new.statuses = {int(k): _count_of(v) for k, v in data["statuses"].items()}
         new.reuse_miss = {str(k): _count_of(v) for k, v in data.get("reuse_miss", {}).items()}
         new.stall_ms = {str(k): float(v) for k, v in data.get("stall_ms", {}).items()}
         for name, hist in data["phases"].items():
-            if name not in _PHASE_NAMES:
+            if name not in _HISTOGRAM_NAMES:
                 raise ValueError(f"unknown phase {name!r}")
             new.phases[name] = LatencyHistogram.from_dict(hist)
         return new
@@ -454,6 +470,7 @@ def _count_of(value: Any) -> int:
 def _state(stats: HostStats) -> tuple[Any, ...]:
     return (
         stats.requests,
+        stats.sampled,
         stats.round_trips,
         stats.reused,
         stats.stalled,

@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
+# A request no trace sampled, kept by a Recorder with ``keep_errors`` from what the request
+# boundary saw: its state's ``observer_data`` (it has no round trips).
+UNSAMPLED = "aiotrace.unsampled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -450,7 +453,15 @@ class RequestTimeline:
     @property
     def timings(self) -> Timings:
         """Each phase summed over the hops (``None`` where it happened in none)."""
-        return _summed([h.timings for h in self.hops])
+        hops = self.hops
+        if not hops:
+            s = self._state  # unsampled and kept: the boundary's time to the response or error
+            total = _ms(s.t_start, s.t_done or s.t_start) if s.observer_data is UNSAMPLED else 0.0
+            return Timings(
+                blocked=None, dns=None, connect=None, tls=None,
+                send=None, wait=None, receive=None, total=total,
+            )  # fmt: skip
+        return _summed([h.timings for h in hops])
 
     @property
     def stalls(self) -> Timings | None:
@@ -519,7 +530,14 @@ class RequestTimeline:
             "redirect_time": self.redirect_time,
             "stalls": asdict(stalls) if (stalls := self.stalls) is not None else None,
             "hops": [h.to_dict(redaction) for h in self.hops],
+            **({} if self.sampled else {"sampled": False}),
         }
+
+    @property
+    def sampled(self) -> bool:
+        """``False`` for a request kept although not sampled (``Recorder(keep_errors=True)``):
+        only what the request boundary saw, no round trips."""
+        return self._state.observer_data is not UNSAMPLED
 
 
 class ConnectionRecord:
