@@ -321,3 +321,29 @@ async def test_overall_adds_up_the_hosts(
     for host_stats in stats.values():
         wait.merge(host_stats.phases["wait"])
     assert overall.phases["wait"] == wait and wait.count == 3
+
+
+async def test_sampled_stats_round_trip_and_merge(
+    session: aiohttp.ClientSession, server: TestServer
+) -> None:
+    """A sampling Recorder's Stats (``sampled`` of ``requests`` behind the phases, and every
+    request's ``response`` histogram) survive JSON; merged with itself, ``sampled`` and
+    ``requests`` double, and merged with unsampled stats ``sampled`` counts the other
+    side's requests whole."""
+    url = f"http://a.test:{server.port}/"
+    async with aiotrace.Recorder(aggregate_only=True, sample=0.5, sample_seed=1) as rec:
+        for _ in range(20):
+            await fetch(session, url)
+    stats = rec.stats
+    host = stats[f"a.test:{server.port}"]
+    assert host.requests == 20 and host.sampled is not None and 0 < host.sampled < 20
+    assert host.phases["response"].count == 20
+    back = aiotrace.Stats.from_dict(json.loads(json.dumps(stats.to_dict())))
+    assert back == stats and back[f"a.test:{server.port}"].sampled == host.sampled
+    twice = stats.copy().merge(stats)[f"a.test:{server.port}"]
+    assert (twice.requests, twice.sampled) == (40, 2 * host.sampled)
+    async with aiotrace.Recorder(aggregate_only=True) as whole:
+        for _ in range(3):
+            await fetch(session, url)
+    mixed = stats.copy().merge(whole.stats)[f"a.test:{server.port}"]
+    assert (mixed.requests, mixed.sampled) == (23, host.sampled + 3)
