@@ -497,6 +497,8 @@ class Stats(dict[str, HostStats]):
     requests (counts and buckets exactly; sums of ms up to float rounding), and
     ``Stats.from_dict(json.loads(json.dumps(s.to_dict())))`` equals ``s``, so stats from
     workers or processes combine. Hosts are counted apart; :meth:`overall` adds them up.
+    Under sampling (``Recorder(sample=...)``) ``HostStats.sampled`` says how many requests
+    the phases come from, and merging adds the samples.
     """
 
     relative_error: ClassVar[float] = RELATIVE_ERROR
