@@ -345,7 +345,7 @@ class Hop:
             "timings": plain_values(self.timings),
             "marks": plain_values(self.marks),
             "error": self.error,
-            "stalls": asdict(self.stalls) if self.stalls is not None else None,
+            "stalls": plain_values(self.stalls) if self.stalls is not None else None,
         }
 
 
@@ -550,7 +550,7 @@ class RequestTimeline:
             "timings": plain_values(self.timings),
             "marks": plain_values(self.marks),
             "redirect_time": self.redirect_time,
-            "stalls": asdict(stalls) if (stalls := self.stalls) is not None else None,
+            "stalls": plain_values(stalls) if (stalls := self.stalls) is not None else None,
             "hops": [h.to_dict(redaction) for h in self.hops],
             **({} if self.sampled else {"sampled": False}),
         }
