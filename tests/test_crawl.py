@@ -3,6 +3,7 @@ against a loopback site of several hosts (``crawl_site.py``, a process of its ow
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -20,8 +21,10 @@ from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 
-from aiotrace._cli.crawl import parse_url_lines
+from aiotrace._cli.crawl import Crawler, CrawlOptions, parse_url_lines
+from aiotrace._cli.crawl_report import summarize
 from aiotrace._cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -364,6 +367,54 @@ def test_slo_exceeded_exits_4_naming_the_phase(tmp_path: Path, site: Site) -> No
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("aiotrace: SLO exceeded: wait > 150 ms in 1 of 2 requests (worst ")
     assert "/slow?ms=300" in line
+
+
+# -- loop stalls -------------------------------------------------------------------------------
+
+
+@pytest.mark.allow_blocking  # the test blocks the loop on purpose
+async def test_a_loop_stall_shows_in_the_phase_it_blocked(aiohttp_server: Any) -> None:
+    """The crawler's own loop blocked for 200 ms while a request waits for its response: the
+    host's loop-stall time (in ``wait``) and the slowest request's say about 200 ms; a
+    request that ran while the loop was free says none."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.6)
+        return web.Response(text="slow")
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.Response(text="fast")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", fast)
+    server = await aiohttp_server(app)
+    base = f"http://127.0.0.1:{server.port}"
+    crawler = Crawler(CrawlOptions(concurrency=2), [f"{base}/fast", f"{base}/slow"])
+
+    async def block() -> None:
+        # Until the fast one is done (a counter, no event to wait on); the slow one then waits
+        # for its response.
+        while crawler.ok < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        time.sleep(0.2)  # noqa: ASYNC251  the crawler's own work, holding the loop
+
+    blocker = asyncio.create_task(block())
+    await crawler.run()
+    await blocker
+    report = summarize(
+        crawler.rec, crawler.tally, crawler.counts(), interrupted=False, started_at=0.0,
+        elapsed_s=crawler.elapsed_s,
+    )  # fmt: skip
+    (host,) = report.hosts
+    assert host.stall_ms is not None
+    assert 150 <= host.stall_ms["wait"] <= 400, host.stall_ms
+    assert host.stalled == 1
+    first, second = report.slowest
+    assert first.url.endswith("/slow") and first.dominant_phase == "wait"
+    assert first.dominant_stall_ms is not None and 150 <= first.dominant_stall_ms <= 400
+    assert second.url.endswith("/fast") and second.stall_ms == 0.0
 
 
 # -- interrupting --------------------------------------------------------------------------------

@@ -35,7 +35,9 @@ from .._adapter.connector import TracingConnector
 from .._adapter.session import traced_session
 from .._record.recorder import Recorder
 from .._record.redact import DEFAULT_REDACTION, Redaction
+from .._record.stalls import LoopStallMonitor
 from .._report.html import document_from_recorder, render_html
+from .._trace.clock import wall_time
 from .._trace.hooks import compose
 from .crawl_report import (
     CrawlCounts,
@@ -165,8 +167,15 @@ class Crawler:
     def __init__(self, options: CrawlOptions, urls: Sequence[str]) -> None:
         self.options = options
         self.urls = urls
-        self.rec = Recorder(aggregate_only=not options.keep_requests, redaction=options.redaction)
-        self.tally = CrawlTally(options.redaction, dict(options.slo))
+        # The loop-stall monitor: a callback every 10 ms, so that each phase says how much
+        # of it the event loop was blocked (the crawler's own work, not the server's).
+        self.monitor = LoopStallMonitor()
+        self.rec = Recorder(
+            aggregate_only=not options.keep_requests,
+            redaction=options.redaction,
+            loop_stalls=self.monitor,
+        )
+        self.tally = CrawlTally(options.redaction, dict(options.slo), self.monitor)
         self.ok = self.failed = self.cancelled = self.started = 0
         self.in_flight = 0
         self.interrupted = False
@@ -214,7 +223,7 @@ class Crawler:
             # that the requests are spread evenly rather than sent a second's worth at once.
             burst = max(1.0, o.rate / 10)
             limiter = AsyncLimiter(burst, burst / o.rate)
-        trace = compose(self.tally.trace, self.rec.trace)
+        trace = compose(self.rec.trace, self.tally.trace)  # the tally reads the stall book
         session = traced_session(
             connector=connector,
             trace=trace,
@@ -222,7 +231,7 @@ class Crawler:
             cookie_jar=aiohttp.DummyCookieJar(),  # like curl: no cookies carried over
         )
         ticker = None
-        async with session:
+        async with self.monitor, session:
             self._workers = [
                 asyncio.create_task(self._worker(session, limiter))
                 for _ in range(min(o.concurrency, len(self.urls)))
@@ -395,7 +404,10 @@ def write_reports(
     value is encoded whole by ``json.dumps`` (the C encoder: ``json.dump`` to a file, or any
     ``indent``, encodes in Python, 2-3 times slower)."""
     rec = crawler.rec
-    page = document_from_recorder(rec, title=title) if "html" in files else None
+    page = None
+    if "html" in files:
+        stalls = [(wall_time(a), (b - a) * 1000.0) for a, b in crawler.monitor.stalls]
+        page = document_from_recorder(rec, title=title, stalls=stalls)
 
     def timelines() -> Iterator[dict[str, Any]]:
         if page is not None:

@@ -1,12 +1,13 @@
 """What ``aiotrace crawl`` reports: per-host summaries, the slowest requests, the JSON document.
 
-The Recorder's aggregates (``rec.stats``: counts, errors by kind, each phase's histogram)
-carry most of a crawl's summary. :class:`CrawlTally`, an observer on the same session,
-counts what they do not: why each connection was opened (the round trip's ``reuse_miss``),
-the slowest requests with their dominant phase, and which requests broke a ``--slo`` limit.
-Like an aggregate-only Recorder it keeps no request: its memory grows with the number of
-hosts, not of requests, so a crawl of any length runs in bounded memory unless a per-request
-output (``--json``, ``--jsonl``, ``--har``) asks the Recorder to keep every timeline.
+The Recorder's aggregates (``rec.stats``, a :class:`~aiotrace.Stats`: counts, errors by kind,
+each phase's histogram, connections opened by ``reuse_miss``, the pool-wait share, loop-stall
+ms per phase) carry the per-host summary. :class:`CrawlTally`, an observer on the same
+session, keeps what aggregates cannot: the slowest requests with their dominant phase (and
+how much of it the loop was stalled), and which requests broke a ``--slo`` limit. Like an
+aggregate-only Recorder it keeps no request: a crawl of any length runs in memory that grows
+with the number of hosts, not of requests, unless a per-request output (``--json``,
+``--jsonl``, ``--har``, ``--html``) asks the Recorder to keep every timeline.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._record.stats import HostStats, LatencyHistogram, Quantiles
+from .._record.stalls import phase_stalls
 from .._record.timeline import PHASES, RequestTimeline
 from .._trace.hooks import ClientTrace
 from .._version import __version__
@@ -29,19 +30,22 @@ if TYPE_CHECKING:
 
     from .._record.recorder import Recorder
     from .._record.redact import Redaction
-    from .._trace.hop import HopState
+    from .._record.stalls import LoopStallMonitor
+    from .._record.stats import HostStats, Quantiles
     from .._trace.request import RequestState
 
 __all__ = [
     "SLOWEST",
+    "SUMMARY_PHASES",
     "CrawlCounts",
     "CrawlReport",
     "CrawlTally",
     "HostSummary",
-    "SlowRequest",
     "SloBreach",
+    "SlowRequest",
     "crawl_document",
     "error_kind",
+    "slo_value",
     "summarize",
     "write_document",
 ]
@@ -77,6 +81,10 @@ class SlowRequest:
     hops: int
     dominant_phase: str | None
     dominant_ms: float
+    # ms of the dominant phase, and of all its round trips, that the event loop was stalled
+    # (``None``: not watched)
+    dominant_stall_ms: float | None = None
+    stall_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,18 +100,24 @@ class SloBreach:
 
 
 class CrawlTally:
-    """An observer counting, per host, what a Recorder's aggregates do not (module docstring).
+    """An observer keeping the slowest requests and the ``--slo`` breaches (module docstring).
 
-    Its ``trace`` composes with the Recorder's; ``on_finish`` runs once per finished request,
-    in the loop, and costs a few microseconds (more with ``slo``: a timeline is made of each
-    request to read its phases).
+    Its ``trace`` composes with the Recorder's, after it (the Recorder's stall book catches
+    up with the monitor as a request finishes); ``on_finish`` runs once per finished request,
+    in the loop: a subtraction and a comparison, unless the request is among the slowest so
+    far (a timeline is made of it) or ``slo`` is set (a timeline is made of each request to
+    read its phases: a few microseconds).
     """
 
-    def __init__(self, redaction: Redaction, slo: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        redaction: Redaction,
+        slo: Mapping[str, float] | None = None,
+        monitor: LoopStallMonitor | None = None,
+    ) -> None:
         self.redaction = redaction
         self.slo = dict(slo or {})
-        # host -> reuse_miss -> round trips that opened a connection for that reason
-        self.opened: dict[str, dict[str, int]] = {}
+        self.monitor = monitor
         self._slowest: list[tuple[float, int, SlowRequest]] = []  # a min-heap of SLOWEST
         self._breaches: dict[str, list[Any]] = {}  # key -> [count, worst ms, id, url]
         self.finished = 0
@@ -113,9 +127,6 @@ class CrawlTally:
 
     def _finish(self, state: RequestState) -> None:
         self.finished += 1
-        for hop in state.hops:
-            if not hop.reused and hop.t_got_conn is not None:
-                self._opened(hop)
         t_done = state.t_done if state.t_done is not None else state.t_start
         elapsed = (t_done - state.t_start) * 1000.0
         slowest = self._slowest
@@ -128,13 +139,6 @@ class CrawlTally:
         if self.slo:
             self._check_slo(state)
 
-    def _opened(self, hop: HopState) -> None:
-        host = self.opened.get(label := _host_label(hop.url))
-        if host is None:
-            host = self.opened[label] = {}
-        why = hop.reuse_miss or "unknown"
-        host[why] = host.get(why, 0) + 1
-
     def _slow_request(self, state: RequestState, elapsed: float) -> SlowRequest:
         timeline = RequestTimeline(state)
         timings = timeline.timings
@@ -144,6 +148,16 @@ class CrawlTally:
             if ms is not None and ms > dominant_ms:
                 dominant, dominant_ms = name, ms
         hops = state.hops
+        stalled: list[float] | None = None  # per phase, summed over the round trips
+        if self.monitor is not None and hops:
+            stalled = [0.0] * len(PHASES)
+            for hop in hops:
+                values = phase_stalls(self.monitor, hop)
+                if values is None:  # not watched throughout
+                    stalled = None
+                    break
+                for i, ms in enumerate(values):
+                    stalled[i] += ms or 0.0
         return SlowRequest(
             id=state.id,
             method=state.method,
@@ -155,6 +169,10 @@ class CrawlTally:
             hops=len(hops),
             dominant_phase=dominant,
             dominant_ms=dominant_ms,
+            dominant_stall_ms=(
+                stalled[PHASES.index(dominant)] if stalled is not None and dominant else None
+            ),
+            stall_ms=sum(stalled) if stalled is not None else None,
         )
 
     def _check_slo(self, state: RequestState) -> None:
@@ -217,9 +235,9 @@ class HostSummary:
     errors: dict[str, int]  # by kind (``error_kind``)
     phases: dict[str, Quantiles]
     opened: dict[str, int]  # connections opened, by reuse_miss
-    pool_wait_ms: float  # the blocked phase, summed
-    time_ms: float  # every round trip's total, summed
-    stall_ms: float | None = None  # loop-stall time inside its phases; None: not measured
+    pool_wait_share: float  # of the round trips' time, spent waiting for the pool
+    stall_ms: dict[str, float] | None  # loop-stall ms per phase and total; None: not watched
+    stalled: int = 0  # round trips that overlapped a loop stall
 
     @property
     def failed(self) -> int:
@@ -231,9 +249,9 @@ class HostSummary:
         return self.reused / self.round_trips if self.round_trips else None
 
     @property
-    def pool_wait_share(self) -> float | None:
-        """Of the time spent in round trips, the share spent waiting for the pool."""
-        return self.pool_wait_ms / self.time_ms if self.time_ms > 0 else None
+    def stall_total(self) -> float | None:
+        """ms its round trips spent with the loop stalled (``None``: not watched)."""
+        return None if self.stall_ms is None else self.stall_ms.get("total", 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -246,9 +264,9 @@ class HostSummary:
             "errors": dict(self.errors),
             "connections_opened": sum(self.opened.values()),
             "opened_because": dict(self.opened),
-            "pool_wait_ms": self.pool_wait_ms,
             "pool_wait_share": self.pool_wait_share,
             "stall_ms": self.stall_ms,
+            "stalled": self.stalled,
             "phases": {name: asdict(q) for name in SUMMARY_PHASES if (q := self.phases.get(name))},
         }
 
@@ -266,6 +284,15 @@ class CrawlCounts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoopStalls:
+    """What the loop-stall monitor saw over the whole crawl."""
+
+    count: int
+    stalled_ms: float
+    threshold_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CrawlReport:
     """A finished (or interrupted) crawl, summarized."""
 
@@ -277,6 +304,7 @@ class CrawlReport:
     overall: HostSummary
     slowest: list[SlowRequest]
     breaches: list[SloBreach] = field(default_factory=list)
+    loop_stalls: LoopStalls | None = None
 
     @property
     def rate(self) -> float:
@@ -285,9 +313,7 @@ class CrawlReport:
         return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def _host_summary(label: str, stats: HostStats, opened: Mapping[str, int]) -> HostSummary:
-    blocked = stats.phases.get("blocked")
-    total = stats.phases.get("total")
+def _host_summary(label: str, stats: HostStats, watched: bool) -> HostSummary:
     errors: dict[str, int] = {}
     for name, n in stats.errors.items():
         kind = error_kind(name)
@@ -300,28 +326,11 @@ def _host_summary(label: str, stats: HostStats, opened: Mapping[str, int]) -> Ho
         statuses=dict(stats.statuses),
         errors=errors,
         phases={name: h.summary() for name, h in stats.phases.items() if h.count},
-        opened=dict(sorted(opened.items(), key=lambda kv: (-kv[1], kv[0]))),
-        pool_wait_ms=blocked.total if blocked is not None else 0.0,
-        time_ms=total.total if total is not None else 0.0,
+        opened=dict(sorted(stats.reuse_miss.items(), key=lambda kv: (-kv[1], kv[0]))),
+        pool_wait_share=stats.pool_wait_share,
+        stall_ms=dict(stats.stall_ms) if watched else None,
+        stalled=stats.stalled,
     )
-
-
-def _merged(stats: list[HostStats]) -> HostStats:
-    out = HostStats()
-    for s in stats:
-        out.requests += s.requests
-        out.round_trips += s.round_trips
-        out.reused += s.reused
-        for name, n in s.errors.items():
-            out.errors[name] = out.errors.get(name, 0) + n
-        for code, n in s.statuses.items():
-            out.statuses[code] = out.statuses.get(code, 0) + n
-        for name, hist in s.phases.items():
-            mine = out.phases.get(name)
-            if mine is None:
-                mine = out.phases[name] = LatencyHistogram()
-            mine.merge(hist)
-    return out
 
 
 def summarize(
@@ -335,24 +344,28 @@ def summarize(
 ) -> CrawlReport:
     """The crawl's report from its Recorder's aggregates and its tally."""
     stats = rec.stats
+    monitor = rec.stall_monitor
+    watched = monitor is not None
     hosts = [
-        _host_summary(label, s, tally.opened.get(label, {}))
+        _host_summary(label, s, watched)
         for label, s in sorted(stats.items(), key=lambda kv: (-kv[1].requests, kv[0]))
     ]
-    every: dict[str, int] = {}
-    for opened in tally.opened.values():
-        for why, n in opened.items():
-            every[why] = every.get(why, 0) + n
-    overall = _host_summary("overall", _merged(list(stats.values())), every)
     return CrawlReport(
         counts=counts,
         interrupted=interrupted,
         started_at=started_at,
         elapsed_s=elapsed_s,
         hosts=hosts,
-        overall=overall,
+        overall=_host_summary("overall", stats.overall(), watched),
         slowest=tally.slowest,
         breaches=tally.breaches,
+        loop_stalls=None
+        if monitor is None
+        else LoopStalls(
+            count=monitor.stall_count,
+            stalled_ms=monitor.stalled_ms,
+            threshold_ms=monitor.threshold * 1000.0,
+        ),
     )
 
 
@@ -367,6 +380,7 @@ def crawl_document(report: CrawlReport, bad_lines: list[dict[str, Any]]) -> dict
         "interrupted": report.interrupted,
         "counts": asdict(report.counts),
         "bad_lines": bad_lines,
+        "loop_stalls": asdict(report.loop_stalls) if report.loop_stalls else None,
         "hosts": {h.host: h.to_dict() for h in report.hosts},
         "overall": report.overall.to_dict(),
         "slowest": [asdict(s) for s in report.slowest],

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .._record.timeline import PHASES
 from .crawl_report import SUMMARY_PHASES
 
 if TYPE_CHECKING:
@@ -113,6 +114,17 @@ def _errors(h: HostSummary) -> str:
     return f"[red]{h.failed} ({escape(_counts(h.errors, 2))})[/]" if h.failed else "0"
 
 
+def _stall(h: HostSummary) -> str:
+    """The loop-stall ms of a host's round trips, and the phase most of it fell in."""
+    total = h.stall_total
+    if total is None:
+        return "-"
+    if not total or h.stall_ms is None:
+        return "0"
+    phase = max(PHASES, key=lambda name: h.stall_ms.get(name, 0.0) if h.stall_ms else 0.0)
+    return f"{_ms(total)} (in {phase} {_ms(h.stall_ms.get(phase, 0.0))})"
+
+
 def _ms(v: float) -> str:
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
@@ -146,6 +158,12 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
     if c.bad_lines:
         head += f" · {c.bad_lines} bad lines skipped"
     head += f" · {report.elapsed_s:.1f} s · {report.rate:.0f} req/s"
+    stalls_seen = report.loop_stalls
+    if stalls_seen is not None and stalls_seen.count:
+        head += (
+            f" · [yellow]event loop stalled {_ms(stalls_seen.stalled_ms)} ms "
+            f"({stalls_seen.count} stall{'s' * (stalls_seen.count > 1)})[/]"
+        )
     if report.interrupted:
         head += " · [bold red]interrupted[/]"
     console.print(head)
@@ -170,7 +188,7 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
             _pct(h.pool_wait_share),
         ]
         if stalls:
-            row.append("-" if h.stall_ms is None else _ms(h.stall_ms))
+            row.append(_stall(h))
         table.add_row(*row, end_section=h is hosts[-1] if hosts else False)
     console.print()
     console.print(table)
@@ -201,8 +219,8 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
             title=f"the {len(report.slowest)} slowest requests", title_justify="left",
             show_edge=False, pad_edge=False,
         )  # fmt: skip
-        for col in ("request", "ms", "dominant phase", "outcome", "url"):
-            slow.add_column(col, justify="right" if col == "ms" else "left")
+        for col in ("request", "ms", "dominant phase", "loop stall ms", "outcome", "url"):
+            slow.add_column(col, justify="right" if col in ("ms", "loop stall ms") else "left")
         for s in report.slowest:
             if s.dominant_phase is None:
                 dominant = "-"
@@ -211,6 +229,11 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
                 dominant = f"{s.dominant_phase} {_ms(s.dominant_ms)} ({share * 100:.0f}%)"
             outcome = str(s.status) if s.error is None else f"[red]{escape(s.error[:60])}[/]"
             hops = f" ({s.hops} hops)" if s.hops > 1 else ""
-            slow.add_row(f"#{s.id}", _ms(s.elapsed_ms), dominant, outcome, escape(s.url) + hops)
+            stalled = "-" if s.stall_ms is None else _ms(s.stall_ms)
+            if s.dominant_stall_ms:
+                stalled += f" ({_ms(s.dominant_stall_ms)} in {s.dominant_phase})"
+            slow.add_row(
+                f"#{s.id}", _ms(s.elapsed_ms), dominant, stalled, outcome, escape(s.url) + hops
+            )
         console.print()
         console.print(slow)
