@@ -115,14 +115,16 @@ def _errors(h: HostSummary) -> str:
 
 
 def _stall(h: HostSummary) -> str:
-    """The loop-stall ms of a host's round trips, and the phase most of it fell in."""
+    """How many round trips overlapped a loop stall, the ms of stall summed over them (one
+    stall counts in every round trip it overlapped), and the phase most of it fell in."""
     total = h.stall_total
     if total is None:
         return "-"
-    if not total or h.stall_ms is None:
+    if not total or not h.stall_ms:
         return "0"
-    phase = max(PHASES, key=lambda name: h.stall_ms.get(name, 0.0) if h.stall_ms else 0.0)
-    return f"{_ms(total)} (in {phase} {_ms(h.stall_ms.get(phase, 0.0))})"
+    phases = h.stall_ms
+    phase = max(PHASES, key=lambda name: phases.get(name, 0.0))
+    return f"{h.stalled}: {_ms(total)} ms ({phase} {_ms(phases.get(phase, 0.0))})"
 
 
 def _ms(v: float) -> str:
@@ -176,7 +178,7 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
         right = col in ("requests", "reuse", "pool wait")
         table.add_column(col, justify="right" if right else "left")
     if stalls:
-        table.add_column("loop stall ms", justify="right")
+        table.add_column("stalled trips: ms", justify="right")
     for h in (*hosts, o):
         row = [
             escape(h.host) if h is not o else "[bold]overall[/]",
