@@ -24,12 +24,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from ._recorder import Recorder
-from ._redact import Redaction
-from ._session import traced_session
+from .._recorder import Recorder
+from .._redact import Redaction
+from .._session import traced_session
 
 if TYPE_CHECKING:
-    from ._connector import TracingConnector
+    from .._connector import TracingConnector
 
 __all__ = ["main"]
 
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -212,7 +212,7 @@ async def _run(args: argparse.Namespace, urls: list[URL]) -> tuple[Recorder, lis
     kw: dict[str, Any] = {"family": args.family}
     if overrides:
         kw["resolver"] = _OverrideResolver(overrides)
-    from ._connector import TracingConnector
+    from .._connector import TracingConnector
 
     connector: TracingConnector = TracingConnector(limit=max(args.concurrency, 1), **kw)
     failures: list[BaseException] = []
@@ -264,7 +264,7 @@ def _slo_violations(rec: Recorder, slo: dict[str, float]) -> list[str]:
 def _emit(rec: Recorder, args: argparse.Namespace) -> None:
     fmt = args.format
     if fmt == "text":
-        from ._render import render_text
+        from .render import render_text
 
         render_text(rec, repeat=args.repeat > 1 or len(rec.requests) > 1)
         return
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiotrace`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
-        from ._demo import demo_main
+        from .demo import demo_main
 
         return demo_main(argv[1:])
     parser = _parser()
