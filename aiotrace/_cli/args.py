@@ -15,6 +15,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from textwrap import fill
 from typing import Any, NoReturn
 
 from aiohttp import BasicAuth
@@ -62,12 +63,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see aiotrace --help)")
 
 
-def _formatter() -> type[argparse.HelpFormatter]:
+def _formatter(argv: Sequence[str]) -> type[argparse.HelpFormatter]:
+    """rich-argparse's formatter when help is asked for (only then: importing it costs)."""
+    if not any(arg in ("-h", "--help") for arg in argv):
+        return argparse.RawDescriptionHelpFormatter
     try:
         from rich_argparse import RawDescriptionRichHelpFormatter
     except ImportError:  # the cli extra is missing: plain help
         return argparse.RawDescriptionHelpFormatter
-    return RawDescriptionRichHelpFormatter
+
+    class Help(RawDescriptionRichHelpFormatter):
+        group_name_formatter = str.capitalize  # "What to send", not "What To Send"
+
+    return Help
 
 
 class _DataAction(argparse.Action):
@@ -85,9 +93,11 @@ class _DataAction(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
-def url_parser(subcommands: Sequence[tuple[str, str]] = ()) -> argparse.ArgumentParser:
+def url_parser(
+    subcommands: Sequence[tuple[str, str]] = (), argv: Sequence[str] = ()
+) -> argparse.ArgumentParser:
     """The parser of ``aiotrace [options] URL...``; ``subcommands`` (name, summary) are listed
-    in the help."""
+    in the help; ``argv``: the arguments it will parse (rich help if they ask for help)."""
     from .. import __version__
 
     listed = "".join(f"  aiotrace {name:<12} {summary}\n" for name, summary in subcommands)
@@ -96,12 +106,16 @@ def url_parser(subcommands: Sequence[tuple[str, str]] = ()) -> argparse.Argument
         usage="aiotrace [options] URL...\n       aiotrace {demo"
         + "".join(f",{name}" for name, _ in subcommands if name != "demo")
         + "} ...",
-        description="Trace HTTP requests made with aiohttp, the way curl -w and httpstat show "
-        "them, per redirect hop: DNS lookup, TCP connect, TLS handshake, whether a pooled "
-        "connection was reused (and why not), time waiting for the pool, server processing "
-        "and content transfer." + (f"\n\nsubcommands:\n{listed}" if listed else ""),
+        description=fill(
+            "Trace HTTP requests made with aiohttp, the way curl -w and httpstat show them, "
+            "per redirect hop: DNS lookup, TCP connect, TLS handshake, whether a pooled "
+            "connection was reused (and why not), time waiting for the pool, server "
+            "processing and content transfer.",
+            width=88,
+        )
+        + (f"\n\nsubcommands:\n{listed}" if listed else ""),
         epilog=EXAMPLES,
-        formatter_class=_formatter(),
+        formatter_class=_formatter(argv),
         allow_abbrev=False,
     )
     p.add_argument("urls", nargs="*", metavar="URL", help="http:// or https:// (http:// if none)")
@@ -251,9 +265,16 @@ def parse_options(
     argv: Sequence[str], subcommands: Sequence[tuple[str, str]] = ()
 ) -> Options | None:
     """The checked options, or ``None`` when argparse already answered (``--help``)."""
-    parser = url_parser(subcommands)
+    parser = url_parser(subcommands, argv)
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        # curl's "--max-redirs -1": argparse takes a negative number for an option when the
+        # parser has options like -4 and -6, so give it the value attached.
+        if arg == "--max-redirs" and re.fullmatch(r"-\d+", argv[i + 1]):
+            argv[i : i + 2] = [f"--max-redirs={argv[i + 1]}"]
+            break
     try:
-        args = parser.parse_intermixed_args(list(argv))
+        args = parser.parse_intermixed_args(argv)
     except SystemExit as e:  # --help, --version: printed; exit 0
         if e.code not in (0, None):
             raise UsageError("bad arguments (see aiotrace --help)") from None
@@ -294,6 +315,9 @@ def _options(args: argparse.Namespace) -> Options:
             raise UsageError("-u and -H 'Authorization: ...' do not go together")
         auth = BasicAuth(user, password)
         secrets.append(password)
+        # curl: -u wins over credentials in the URL (aiohttp would refuse both)
+        secrets += [u.password for u in urls if u.password]
+        urls = tuple(u.with_user(None) if u.raw_user is not None else u for u in urls)
     redaction = Redaction(enabled=not args.no_redact)
     for name, value in headers:
         if redaction.header(name, value) != value and value:
@@ -318,6 +342,8 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError("-o, -O and --body take one request (one URL, no -n)")
     if output == "-":
         output, body = None, True
+    if body and (json_out or jsonl_out or har == "-"):
+        raise UsageError("the body and the JSON would share stdout: write the body with -o FILE")
     elif output:
         _check_writable(output, "-o")
     elif remote_name:

@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from textwrap import fill
 from typing import Any
 
 from aiohttp import web
@@ -216,8 +217,16 @@ def main(argv: Sequence[str]) -> int:
 
     parser = _Parser(
         prog="aiotrace demo",
-        description=(__doc__ or "").split("\n\n")[0] + " " + (__doc__ or "").split("\n\n")[1],
-        formatter_class=_formatter(),
+        description=fill(
+            "A guided tour of what aiotrace sees, on servers it starts on 127.0.0.1 "
+            "(HTTP, HTTPS with a throwaway CA, DNS for the .test names it uses): no network "
+            "needed. Eight steps, each one line of what to notice and the trace view "
+            "'aiotrace URL' prints: a fresh HTTPS request, the same host again, a redirect chain "
+            "across two hosts, a server that closes, a slow server against a dripped body, a "
+            "burst above limit_per_host, a refused port and a TLS failure.",
+            width=88,
+        ),
+        formatter_class=_formatter(argv),
     )
     parser.add_argument("--json", action="store_true", help="the tour as one JSON document")
     parser.add_argument("--har", metavar="FILE", help="a HAR 1.2 file of every request")

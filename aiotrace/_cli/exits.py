@@ -110,11 +110,13 @@ def failure_of(
         phase = "TLS"
     elif isinstance(err, aiohttp.ClientProxyConnectionError):
         phase = "proxy"
+    elif isinstance(err, aiohttp.TooManyRedirects):
+        phase = "redirect"
+        followed = max(len(err.history) - 1, 0)  # the last response is the one not followed
+        message = f"TooManyRedirects: more redirects than --max-redirs {followed}"
     elif isinstance(
         err,
-        aiohttp.TooManyRedirects
-        | aiohttp.InvalidUrlRedirectClientError
-        | aiohttp.NonHttpUrlRedirectClientError,
+        aiohttp.InvalidUrlRedirectClientError | aiohttp.NonHttpUrlRedirectClientError,
     ):
         phase = "redirect"
     elif isinstance(err, aiohttp.ClientConnectorError):

@@ -14,7 +14,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .args import Options, UsageError, parse_options
 from .exits import (
@@ -27,6 +27,9 @@ from .exits import (
     slo_lines,
 )
 from .exports import har, transfer_dict
+
+if TYPE_CHECKING:
+    from .fetch import Run
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -127,7 +130,7 @@ def trace_urls(opts: Options) -> int:
     return EXIT_SLO if broken else EXIT_OK
 
 
-def _show(run: Any, opts: Options) -> None:
+def _show(run: Run, opts: Options) -> None:
     from .render import console, host_tables, print_view, request_view
 
     con = console()

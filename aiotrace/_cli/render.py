@@ -76,8 +76,12 @@ def console(file: IO[str] | None = None) -> Console:
         )
         raise SystemExit(2) from None
     no_color = bool(os.environ.get("NO_COLOR"))
+    out = file or sys.stdout
+    # Piped, rich would lay tables out for 80 columns: give them room, lines never wrap.
+    width = None if out.isatty() or os.environ.get("COLUMNS") else 160
     return Console(
-        file=file or sys.stdout,
+        file=out,
+        width=width,
         highlight=False,
         soft_wrap=True,
         emoji=False,
