@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from peers import TEST_HOSTNAMES, DNSServer, blackhole_listener, server_ssl_context
 
-from aiotrace._cli import main
 from aiotrace._cli.args import UsageError, _url
+from aiotrace._cli.main import main
 from aiotrace._cli.writeout import VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent

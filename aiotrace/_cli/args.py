@@ -98,7 +98,7 @@ def url_parser(
 ) -> argparse.ArgumentParser:
     """The parser of ``aiotrace [options] URL...``; ``subcommands`` (name, summary) are listed
     in the help; ``argv``: the arguments it will parse (rich help if they ask for help)."""
-    from .. import __version__
+    from .._version import __version__
 
     listed = "".join(f"  aiotrace {name:<12} {summary}\n" for name, summary in subcommands)
     p = _Parser(
@@ -344,7 +344,7 @@ def _options(args: argparse.Namespace) -> Options:
         output, body = None, True
     if body and (json_out or jsonl_out or har == "-"):
         raise UsageError("the body and the JSON would share stdout: write the body with -o FILE")
-    elif output:
+    if output:
         _check_writable(output, "-o")
     elif remote_name:
         name = urls[0].name

@@ -23,14 +23,17 @@ from itertools import repeat
 from operator import add, mul, sub
 from typing import TYPE_CHECKING, Any
 
-from ._redact import DEFAULT_REDACTION, Redaction
-from ._state import _now, wall_time
+from .._trace.clock import now as _now
+from .._trace.clock import wall_time
+from .redact import DEFAULT_REDACTION, Redaction
 
 if TYPE_CHECKING:
     from yarl import URL
 
-    from ._events import ConnInfo
-    from ._state import ConnState, HopState, RequestState
+    from .._trace.connection import ConnState
+    from .._trace.events import ConnInfo
+    from .._trace.hop import HopState
+    from .._trace.request import RequestState
 
 __all__ = [
     "ConnectionRecord",
@@ -43,6 +46,9 @@ __all__ = [
 ]
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
+# A request no trace sampled, kept by a Recorder with ``keep_errors`` from what the request
+# boundary saw: its state's ``observer_data`` (it has no round trips).
+UNSAMPLED = "aiotrace.unsampled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -391,9 +397,11 @@ class RequestTimeline:
         """Each phase summed over the hops (``None`` where it happened in none)."""
         hops = self.hops
         if not hops:
+            s = self._state  # unsampled and kept: the boundary's time to the response or error
+            total = _ms(s.t_start, s.t_done or s.t_start) if s.observer_data is UNSAMPLED else 0.0
             return Timings(
                 blocked=None, dns=None, connect=None, tls=None,
-                send=None, wait=None, receive=None, total=0.0,
+                send=None, wait=None, receive=None, total=total,
             )  # fmt: skip
         ts = [h.timings for h in hops]
         return Timings(
@@ -464,7 +472,14 @@ class RequestTimeline:
             "marks": asdict(self.marks),
             "redirect_time": self.redirect_time,
             "hops": [h.to_dict(redaction) for h in self.hops],
+            **({} if self.sampled else {"sampled": False}),
         }
+
+    @property
+    def sampled(self) -> bool:
+        """``False`` for a request kept although not sampled (``Recorder(keep_errors=True)``):
+        only what the request boundary saw, no round trips."""
+        return self._state.observer_data is not UNSAMPLED
 
 
 class ConnectionRecord:

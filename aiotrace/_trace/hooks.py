@@ -17,17 +17,14 @@ the same trace twice calls each hook once and never recurses.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import inspect
 import logging
 import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from ._events import (
+from .events import (
     ConnectDoneInfo,
     ConnectStartInfo,
     DNSDoneInfo,
@@ -54,11 +51,9 @@ from ._events import (
     WroteHeadersInfo,
     WroteRequestInfo,
 )
+from .sampling import Sample, make_sampler
 
-if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
-__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "SerialRunner", "compose"]
+__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "Sampling", "compose", "hook_name", "log"]
 
 log = logging.getLogger("aiotrace")
 
@@ -104,6 +99,10 @@ class ClientTrace:
     request_done: _Hook[RequestDoneInfo] = None
 
     propagate_errors: bool = False
+    # Head sampling (see sampling.py): a ratio in (0, 1] or a callable (method, url) -> bool,
+    # asked once per request at the request boundary; None traces every request.
+    sample: Sample = None
+    sample_seed: int | None = None
 
     # Internal observers (a Recorder) see the RequestState itself at start and finish,
     # so they need no per-event objects: objects with ``on_start`` and ``on_finish``, each
@@ -113,6 +112,11 @@ class ClientTrace:
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
+    _sampler: Callable[[str, Any], bool] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.sample is not None:  # checked here: a bad ratio fails where it was written
+            object.__setattr__(self, "_sampler", make_sampler(self.sample, self.sample_seed))
 
     def dispatch(self) -> Dispatch:
         """The compiled dispatch table (built on first use, then reused)."""
@@ -123,59 +127,32 @@ class ClientTrace:
         return d
 
 
+_NOT_HOOKS = (
+    "propagate_errors",
+    "sample",
+    "sample_seed",
+    "_observers",
+    "_parts",
+    "_dispatch",
+    "_sampler",
+)
 HOOK_NAMES: tuple[str, ...] = tuple(
     f.name
     for f in fields(ClientTrace)
-    if f.name not in ("propagate_errors", "_observers", "_parts", "_dispatch")
+    if f.name
+    not in (
+        "propagate_errors",
+        "sample",
+        "sample_seed",
+        "_observers",
+        "_parts",
+        "_dispatch",
+        "_sampler",
+    )
 )
 
 
-class SerialRunner:
-    """Runs one request's coroutine hooks one at a time, in the order their events happened."""
-
-    __slots__ = ("_queue", "_task")
-    _tasks: ClassVar[set[asyncio.Task[None]]] = set()
-
-    def __init__(self) -> None:
-        self._queue: deque[tuple[Callable[[Any], Coroutine[Any, Any, object]], object]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def schedule(self, fn: Callable[[Any], Coroutine[Any, Any, object]], event: object) -> None:
-        self._queue.append((fn, event))
-        if self._task is None:
-            # Hooks run outside any trace: a request a hook makes is its own, untraced one
-            # (unless the hook scopes a trace itself), never part of the request it observes.
-            context = contextvars.copy_context()
-            context.run(_leave_traces)
-            task = asyncio.get_running_loop().create_task(self._drain(), context=context)
-            self._task = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self) -> None:
-        queue = self._queue
-        try:
-            while queue:
-                fn, event = queue.popleft()
-                try:
-                    await fn(event)
-                except Exception:
-                    log.exception("aiotrace: coroutine hook %s raised", _name(fn))
-        finally:
-            self._task = None
-            if queue:  # cancelled with work left: never drop events silently
-                log.warning("aiotrace: %d coroutine hook call(s) dropped", len(queue))
-                queue.clear()
-
-
-def _leave_traces() -> None:
-    from ._context import current_request, scoped_trace
-
-    current_request.set(None)
-    scoped_trace.set(None)
-
-
-def _name(fn: object) -> str:
+def hook_name(fn: object) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
@@ -200,7 +177,7 @@ def _compile_one(
         try:
             fn(event)
         except Exception:
-            log.exception("aiotrace: hook %s raised; the request goes on", _name(fn))
+            log.exception("aiotrace: hook %s raised; the request goes on", hook_name(fn))
 
     return call
 
@@ -238,6 +215,7 @@ class Dispatch:
         "finishers",
         "propagating",
         "releases",
+        "sampling",
         "starters",
         "starts",
         "writes",
@@ -272,18 +250,67 @@ class Dispatch:
             and self.wrote_request is None
         )
         self.releases = not (self.response_body_done is None and self.put_idle_conn is None)
+        # Head sampling: None unless a part samples (the boundary then asks ``decide``).
+        self.sampling = Sampling(parts) if any(p._sampler for p in parts) else None
 
     def raised(self, name: str) -> bool:
         """Hook ``name`` raised (call from the emitter's ``except``): ``True`` to re-raise
         (its trace propagates errors); else the error is logged and the request goes on."""
         if name in self.propagating:
             return True
-        log.exception("aiotrace: hook %s raised; the request goes on", _name(getattr(self, name)))
+        log.exception(
+            "aiotrace: hook %s raised; the request goes on", hook_name(getattr(self, name))
+        )
         return False
 
     if TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> Callable[[Any], None] | None: ...
+
+
+class Sampling:
+    """A sampling trace's decision for one request, asked by the request boundary.
+
+    ``decide(method, url)`` returns the trace to run the request with (the parts that sampled
+    it, composed; ``None``: none did, so the request runs untraced) and the ``on_unsampled``
+    counters of the observers whose part did not sample it. One trace (the usual case): one
+    call of its sampler and no allocation.
+    """
+
+    __slots__ = ("decide",)
+
+    def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        def counters(part: ClientTrace) -> tuple[Callable[..., None], ...]:
+            return tuple(
+                c for o in part._observers if (c := getattr(o, "on_unsampled", None)) is not None
+            )
+
+        self.decide: Callable[[str, Any], tuple[ClientTrace | None, tuple[Any, ...]]]
+        if len(parts) == 1:
+            part = parts[0]
+            sampler = part._sampler
+            assert sampler is not None
+            yes: tuple[ClientTrace | None, tuple[Any, ...]] = (part, ())
+            no: tuple[ClientTrace | None, tuple[Any, ...]] = (None, counters(part))
+
+            def decide_one(method: str, url: Any) -> tuple[ClientTrace | None, tuple[Any, ...]]:
+                return yes if sampler(method, url) else no
+
+            self.decide = decide_one
+            return
+        each = tuple((p, p._sampler, counters(p)) for p in parts)
+
+        def decide(method: str, url: Any) -> tuple[ClientTrace | None, tuple[Any, ...]]:
+            chosen: list[ClientTrace] = []
+            declined: list[Any] = []
+            for part, sampler, part_counters in each:
+                if sampler is None or sampler(method, url):
+                    chosen.append(part)
+                else:
+                    declined.extend(part_counters)
+            return compose(*chosen), tuple(declined)
+
+        self.decide = decide
 
 
 # Composed traces by their parts' ids. Weak values: a composed trace holds its parts, so a

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ._timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
+from .timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
 
 __all__ = [
     "BATCH",
@@ -212,11 +212,14 @@ class HostStats:
         "requests",
         "reused",
         "round_trips",
+        "sampled",
         "statuses",
     )
 
     def __init__(self) -> None:
         self.requests = 0
+        # Under sampling: how many of ``requests`` the phases come from (``None``: all).
+        self.sampled: int | None = None
         self.round_trips = 0
         self.reused = 0
         self.errors: dict[str, int] = {}
@@ -244,6 +247,7 @@ class HostStats:
     def copy(self) -> HostStats:
         new = HostStats()
         new.requests, new.round_trips, new.reused = self.requests, self.round_trips, self.reused
+        new.sampled = self.sampled
         new.errors = dict(self.errors)
         new.statuses = dict(self.statuses)
         for name, hist in self.phases.items():
@@ -259,8 +263,10 @@ class HostStats:
         return hist
 
     def to_dict(self) -> dict[str, Any]:
+        sampled = {} if self.sampled is None else {"sampled": self.sampled, "estimated": True}
         return {
             "requests": self.requests,
+            **sampled,
             "round_trips": self.round_trips,
             "reused": self.reused,
             "errors": dict(self.errors),

@@ -2,7 +2,7 @@
 
 A Recorder's ``trace`` sets no hooks: it observes each request's state at its start (so that
 running requests can be read) and at its end (to keep it, frozen into plain values: see
-``_kept.py``; or, aggregate-only, to fold it), and reads the timeline from the stamps the
+``kept.py``; or, aggregate-only, to fold it), and reads the timeline from the stamps the
 state took anyway. So recording costs no event objects, whatever the number of hops.
 """
 
@@ -13,17 +13,16 @@ import json
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from ._context import with_client_trace
-from ._har import har_log
-from ._hooks import ClientTrace
-from ._kept import KeptRequests
-from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
-from ._timeline import (
-    ConnectionRecord,
-    RequestTimeline,
-    phase_values,
-)
+from .._trace.context import with_client_trace
+from .._trace.hooks import ClientTrace
+from .._trace.request import RequestState
+from .._trace.sampling import Sample
+from .counts import BoundaryCounts
+from .har import har_log
+from .kept import KeptRequests
+from .redact import DEFAULT_REDACTION, Redaction
+from .stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
+from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
     from yarl import URL
 
-    from ._state import HopState, RequestState
+    from .._trace.hop import HopState
 
 __all__ = ["Recorder"]
 
@@ -44,6 +43,14 @@ class Recorder:
     (``dropped`` counts the rest);
     ``aggregate_only=True`` keeps no timelines at all, only per-host aggregates
     (``stats``), so memory stays flat however long it runs.
+
+    ``sample=0.1`` (or a callable ``(method, url) -> bool``) traces a sample of requests,
+    decided once per request at the request boundary; the others take the untraced path and
+    are only counted there, so request, status and error counts stay exact and the phases
+    are estimates from the sample (``stats`` says how many: ``HostStats.sampled``).
+    ``keep_errors=True`` keeps, as a timeline with no round trips, an unsampled request that
+    failed (an exception or a 5xx response) or (``keep_slower_than``, seconds) took longer
+    than that to its response.
     """
 
     def __init__(
@@ -52,9 +59,15 @@ class Recorder:
         max_requests: int | None = None,
         aggregate_only: bool = False,
         redaction: Redaction = DEFAULT_REDACTION,
+        sample: Sample = None,
+        sample_seed: int | None = None,
+        keep_errors: bool = False,
+        keep_slower_than: float | None = None,
     ) -> None:
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"max_requests must be at least 1, not {max_requests}")
+        if keep_slower_than is not None and not keep_slower_than >= 0:
+            raise ValueError(f"keep_slower_than must be seconds >= 0, not {keep_slower_than!r}")
         self.max_requests = max_requests
         self.aggregate_only = aggregate_only
         self.redaction = redaction
@@ -62,18 +75,30 @@ class Recorder:
         # a ring (max_requests). Unbounded, a Recorder folds the requests it keeps when
         # someone reads ``stats``, and the request path pays nothing for it.
         self._stats = HostTable()
-        self.trace = ClientTrace(_observers=(self,))
+        self.trace = ClientTrace(_observers=(self,), sample=sample, sample_seed=sample_seed)
+        self.sample = sample
         # Observer protocol (see ClientTrace._observers), read once when a trace is compiled.
         fold = functools.partial(_fold, self._stats)
         self._kept: KeptRequests | None = None
         self.on_start: Callable[[RequestState], None] | None = None
         self.on_finish: Callable[[RequestState], None] = fold
-        if not aggregate_only:  # keep them, compactly (see _kept.py)
+        if not aggregate_only:  # keep them, compactly (see kept.py)
             kept = self._kept = KeptRequests(
                 self.trace, max_requests, fold if max_requests is not None else None
             )
             self.on_start = kept.running.add  # a set's own method: no frame
             self.on_finish = kept.on_finish
+        # Under sampling, every request is counted at the boundary too (see counts.py).
+        self._counts: BoundaryCounts | None = None
+        self.on_unsampled: Callable[..., None] | None = None
+        if self.trace._sampler is not None:
+            counts = self._counts = BoundaryCounts()
+            self.on_finish = functools.partial(_count_sampled, counts.add, self.on_finish)
+            self.on_unsampled = counts.add
+            if keep_errors and self._kept is not None:
+                self.on_unsampled = functools.partial(
+                    self._keep_unsampled, counts.add, keep_slower_than
+                )
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
     def __repr__(self) -> str:
@@ -140,22 +165,67 @@ class Recorder:
 
     @property
     def stats(self) -> dict[str, HostStats]:
-        """Per ``host:port`` aggregates of finished requests (in every mode)."""
+        """Per ``host:port`` aggregates of finished requests (in every mode).
+
+        Under sampling, ``requests``, ``statuses`` and ``errors`` count every request, the
+        phases only the sampled ones (``sampled`` of them), and the ``response`` histogram
+        holds every request's time to its response (or error)."""
         if self.aggregate_only or self.max_requests is not None:  # folded as they finished
             self._stats.flush()
-            return dict(self._stats)
-        table = HostTable()
-        for state in self._states():
-            if state.done:
-                _fold(table, state)
-        table.flush()
-        return dict(table)
+            table = self._stats
+        else:
+            table = HostTable()
+            for state in self._states():
+                if state.done and state.observer_data is not UNSAMPLED:
+                    _fold(table, state)
+            table.flush()
+        if self._counts is None:
+            return dict(table)
+        return _with_counts(table, self._counts)
+
+    @property
+    def sample_rate(self) -> float | None:
+        """The ratio of requests traced (``None``: every one, or a callable decides)."""
+        sample = self.sample
+        return float(sample) if isinstance(sample, int | float) else None
 
     def clear(self) -> None:
         """Forget every timeline, connection and aggregate."""
         if self._kept is not None:
             self._kept.clear()
         self._stats.clear()
+        if self._counts is not None:
+            self._counts.clear()
+
+    def _keep_unsampled(
+        self,
+        count: Callable[..., None],
+        slower_than: float | None,
+        method: str,
+        url: Any,
+        status: int | None,
+        err: BaseException | None,
+        t0: float,
+        t1: float,
+    ) -> None:
+        """``on_unsampled`` with ``keep_errors``: count the request, and keep it if it failed
+        (an exception or a 5xx) or was slow, with what the boundary saw."""
+        count(method, url, status, err, t0, t1)
+        if (
+            err is None
+            and (status is None or status < 500)
+            and (slower_than is None or t1 - t0 <= slower_than)
+        ):
+            return
+        state = RequestState(self.trace, method.upper(), url)
+        state.t_start = t0
+        state.t_end = state.t_done = t1
+        state.status = status
+        state.err = err
+        state.done = True
+        state.observer_data = UNSAMPLED
+        assert self._kept is not None
+        self._kept.on_finish(state)  # kept whole: it has no round trip (see kept.py)
 
     # -- exports ----------------------------------------------------------------------------
 
@@ -176,6 +246,37 @@ class Recorder:
     def to_har(self) -> dict[str, Any]:
         """The kept requests as a HAR 1.2 document (one entry per round trip)."""
         return har_log(self.requests, self.redaction)
+
+
+def _count_sampled(
+    count: Callable[..., None], then: Callable[[RequestState], None], state: RequestState
+) -> None:
+    """A sampled request's ``on_finish`` under sampling: count it as the boundary would (its
+    time to the response), then record it."""
+    end = state.t_end
+    count(state.method, state._url, state.status, state.err, state.t_start, end or state.t_start)
+    then(state)
+
+
+def _with_counts(table: HostTable, counts: BoundaryCounts) -> dict[str, HostStats]:
+    """The sample's per-host stats, with every request's counts from the boundary."""
+    counts.fold()
+    out: dict[str, HostStats] = {}
+    for label, c in counts.hosts.items():
+        sample = table.get(label)
+        stats = HostStats() if sample is None else sample.copy()
+        stats.sampled = 0 if sample is None else sample.requests
+        stats.requests = c.requests
+        stats.statuses = dict(c.statuses)
+        stats.errors = dict(c.errors)
+        response = stats.histogram("response")
+        response.merge(c.response)
+        out[label] = stats
+    for label, sample in table.items():  # round trips only (a redirect's other host)
+        if label not in out:
+            stats = out[label] = sample.copy()
+            stats.sampled = sample.requests
+    return out
 
 
 def _host_label(url: URL) -> str:
@@ -268,6 +369,8 @@ def _fold_opened(
 def _fold_any(into: HostTable, state: RequestState) -> None:
     """``_fold`` for any request (any number of round trips, any outcome); its values are left
     pending too, and count towards the table's batch."""
+    if state.observer_data is UNSAMPLED:  # counted at the boundary (see counts.py)
+        return
     hop = state.hop
     hops = state.hop_list or (() if hop is None else (hop,))
     stats = into.host(_host_of(hops[0]) if hops else _host_label(state.url))
