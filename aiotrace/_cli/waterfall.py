@@ -2,9 +2,11 @@
 
 Columns in httpstat's order and words: ``DNS Lookup | TCP Connection | TLS Handshake | Server
 Processing | Content Transfer`` (no TLS column for plain HTTP), each phase in ms; a pool wait,
-when there was one, gets a ``Blocked`` column in front. Server Processing is httpstat's
-``starttransfer - pretransfer``: sending the request and waiting for its first byte. A phase
-that did not happen (DNS, TCP and TLS on a reused connection) shows ``-``.
+when there was one, gets a ``Blocked`` column in front. The cells are the timeline's phases,
+laid end to end, so they add up to the total: Server Processing is ``send + wait``, from the
+end of the handshake (or connect) to the first byte, which also holds aiohttp's own setup of
+the new connection before ``pretransfer`` (httpstat's ``starttransfer - pretransfer`` leaves
+that out). A phase that did not happen (DNS, TCP and TLS on a reused connection) shows ``-``.
 
 Beneath, curl's cumulative marks, each at the right edge of the column it closes (the name
 up to the edge, the value past it, as httpstat lays them out):
@@ -73,7 +75,7 @@ def waterfall(hop: Hop, *, failed_phase: str | None = None) -> list[list[Segment
     for i, ((label, ms, style, phases, _), cell, w) in enumerate(
         zip(columns, cells, widths, strict=True)
     ):
-        labels.append((label.center(w) + " ", ""))
+        labels.append((label.center(w) + (" " if i < len(columns) - 1 else ""), ""))
         failed = failed_phase is not None and failed_phase in phases
         bar.append((cell.center(w), "failed" if failed else style if ms is not None else ""))
         bar.append(("]" if i == len(columns) - 1 else "|", ""))

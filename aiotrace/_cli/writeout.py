@@ -3,10 +3,10 @@
 ``%{name}`` is one of :data:`VARIABLES`, ``%header{name}`` a response header, ``%{json}`` every
 variable as one JSON object, ``%{stderr}``/``%{stdout}`` switch where the rest goes; ``%%``
 is ``%`` and ``\\n``, ``\\r``, ``\\t``, ``\\\\`` are what they are in C. Times are seconds with six
-decimals, as curl prints them, from the request's curl-style marks (redirects included, as
-curl's ``-L`` counts them); a step that did not happen (DNS on a reused connection, TLS on
-plain HTTP) is ``0.000000``, as in curl. An unknown variable is an error when the template is
-read, before anything is sent.
+decimals, as curl prints them, from the request's curl-style marks: with ``-L``, the last
+hop's, counted from the request's start (so they include ``time_redirect``); a step the last
+hop did not take (DNS on a reused connection, TLS on plain HTTP) is ``0.000000``, as in
+curl. An unknown variable is an error when the template is read, before anything is sent.
 """
 
 from __future__ import annotations
