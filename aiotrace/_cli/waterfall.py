@@ -75,7 +75,9 @@ def waterfall(hop: Hop, *, failed_phase: str | None = None) -> list[list[Segment
     for i, ((label, ms, style, phases, _), cell, w) in enumerate(
         zip(columns, cells, widths, strict=True)
     ):
-        labels.append((label.center(w) + (" " if i < len(columns) - 1 else ""), ""))
+        labels.append(
+            (label.center(w) + " " if i < len(columns) - 1 else label.center(w).rstrip(), "")
+        )
         failed = failed_phase is not None and failed_phase in phases
         bar.append((cell.center(w), "failed" if failed else style if ms is not None else ""))
         bar.append(("]" if i == len(columns) - 1 else "|", ""))
