@@ -384,8 +384,9 @@ def test_json_and_har_parse_and_agree(servers: Servers, tmp_path: Path) -> None:
 
 
 def test_jsonl_prints_one_line_per_request(servers: Servers) -> None:
-    """``--jsonl`` with ``-n 3`` prints three JSON lines, one per request, in order."""
-    out = aiotrace("--jsonl", "-n", "3", f"http://127.0.0.1:{servers.http}/")
+    """``--format jsonl`` (the same as ``--jsonl``) with ``-n 3`` prints three JSON lines,
+    one per request, in order."""
+    out = aiotrace("--format", "jsonl", "-n", "3", f"http://127.0.0.1:{servers.http}/")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert [json.loads(line)["status"] for line in lines] == [200, 200, 200]
@@ -526,6 +527,19 @@ def test_bad_input_is_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert message in one_line(captured.err)
     assert captured.out == ""
+
+
+def test_help_lists_every_flag_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    """``aiotrace --help`` exits 0 listing curl's flags, the subcommands, examples and the
+    exit statuses."""
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("-X", "-H", "-d", "--data-binary", "-k", "--cacert", "-4", "-6", "--resolve",
+                 "--connect-timeout", "--max-time", "-s", "-v", "-A", "-u", "-L", "--max-redirs",
+                 "-I", "-i", "-o", "-O", "--body", "-w", "--json", "--jsonl", "--har", "--format",
+                 "-n", "-c", "--slo"):  # fmt: skip
+        assert re.search(rf"(^|[ ,]){re.escape(flag)}[ ,\n]", text, re.M), flag
+    assert "aiotrace demo" in text and "examples:" in text and "exit status:" in text
 
 
 def test_the_installed_script_reports_bad_input_in_one_line() -> None:
@@ -708,9 +722,12 @@ def test_demo_tours_every_step_offline_quickly_and_leaves_nothing(tmp_path: Path
     for needle in (
         "DNS shop.test → 127.0.0.1", "Certificate: subject", "connection #1 reused, idle",
         "── hop 3", "connection #2 new: first connection", "the server closed the previous one",
-        "Blocked", "reused", "new (busy)", "✗ connect failed", "✗ TLS failed", "Hostname mismatch",
+        "reused", "new (busy)", "✗ connect failed", "✗ TLS failed", "Hostname mismatch",
     ):  # fmt: skip
         assert needle in text, needle
+    burst = text.split("6/8 ")[1].split("7/8 ")[0]
+    assert re.search(r"request +connection +Blocked +Server Processing", burst)
+    assert re.search(r"^ +Blocked +DNS Lookup +TCP Connection +Server Processing", burst, re.M)
     assert not ESCAPE.search(text)
     assert list(tmp.iterdir()) == [] and list(tmp_path.iterdir()) == [tmp]
 

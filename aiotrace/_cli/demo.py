@@ -168,8 +168,9 @@ async def _walk(step: Callable[..., Awaitable[None]], https: str, http: str, lb:
     )
     await step(
         f"A burst of {BURST} requests with limit_per_host={LIMIT}",
-        f"{LIMIT} connections serve {BURST} requests: the others wait for one in the pool, "
-        "the Blocked column no other tool shows, then reuse it.",
+        f"{LIMIT} connections serve {BURST} requests: the others wait for one in the pool "
+        "(Blocked, which no other tool shows), then reuse it; below, the one that waited "
+        "longest.",
         *[f"{http}/busy"] * BURST,
         table=True,
     )
@@ -194,12 +195,18 @@ def _print_step(con: Any, n: int, step: Step) -> None:
 
     con.print(_heading(n, step))
     con.print()
-    if step.table:
+    shown = step.transfers
+    if step.table:  # all of them in a table, then the one that waited longest in full
         con.print(burst_table(step.transfers))
         con.print()
-        return
-    for t in step.transfers:
+        shown = [max(step.transfers, key=_blocked)]
+    for t in shown:
         print_view(con, request_view(t, Redaction(), headers=False, title=True))
+
+
+def _blocked(t: Transfer) -> float:
+    hops = t.timeline.hops if t.timeline is not None else []
+    return (hops[-1].timings.blocked or 0.0) if hops else 0.0
 
 
 def _heading(n: int, step: Step) -> Any:
