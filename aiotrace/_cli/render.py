@@ -79,7 +79,13 @@ def console(file: IO[str] | None = None) -> Console:
     out = file or sys.stdout
     # Piped, rich would lay tables out for 80 columns: give them room, lines never wrap.
     width = None if out.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # `aiotrace URL | head`: main() ends quietly
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Console(
         file=out,
         width=width,
         highlight=False,
