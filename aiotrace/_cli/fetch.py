@@ -22,12 +22,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from aiotrace import ClientTrace, Recorder, TracingConnector, traced_session, with_client_trace
 
 if TYPE_CHECKING:
-    from yarl import URL
-
     from aiotrace import RequestStartInfo, RequestTimeline
 
     from .args import Options
@@ -110,7 +109,7 @@ class Transfer:
         if location is None:
             return None
         try:
-            return self.timeline.hops[-1].url.join(_url(location))
+            return self.timeline.hops[-1].url.join(URL(location))
         except ValueError:
             return None
 
@@ -119,12 +118,6 @@ class Transfer:
 
     def response_for(self, index: int) -> HopResponse | None:
         return self.responses[index] if index < len(self.responses) else None
-
-
-def _url(text: str) -> URL:
-    from yarl import URL
-
-    return URL(text)
 
 
 @dataclass(slots=True, kw_only=True)
