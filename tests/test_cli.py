@@ -38,13 +38,25 @@ ESCAPE = re.compile(r"\x1b\[")
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
+TEMP: list[str] = []  # where the script's temp files (bodies) go: pytest's tmp for the module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _temp_files_in_pytests_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The bodies the script saves to temp files land in pytest's tmp, not in /tmp."""
+    TEMP[:] = [str(tmp_path_factory.mktemp("bodies"))]
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without proxies or colour settings, plus ``extra``."""
+    """The environment without proxies or colour settings, temp files in pytest's tmp,
+    plus ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k.lower() not in PROXY_VARS and k not in ("NO_COLOR", "FORCE_COLOR")
     }
+    if TEMP:
+        env["TMPDIR"] = TEMP[0]
     env.update(extra)
     return env
 
