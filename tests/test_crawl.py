@@ -365,7 +365,8 @@ def test_slo_exceeded_exits_4_naming_the_phase(tmp_path: Path, site: Site) -> No
     out = crawl(url_file(tmp_path, lines), *site.resolve(), "--slo", "wait=150,dns=5000")
     assert out.returncode == 4, out.stderr
     (line,) = out.stderr.strip().splitlines()
-    assert line.startswith("aiotrace: SLO exceeded: wait > 150 ms in 1 of 2 requests (worst ")
+    assert line.startswith("aiotrace: SLO broken: wait (server processing) ")
+    assert " ms > 150 ms in 1 of 2 requests (#" in line
     assert "/slow?ms=300" in line
 
 

@@ -39,6 +39,7 @@ from .._record.stalls import LoopStallMonitor
 from .._report.html import document_from_recorder, render_html
 from .._trace.clock import wall_time
 from .._trace.hooks import compose
+from .args import UsageError, _headers, _resolve, _slo, _ssl
 from .crawl_report import (
     CrawlCounts,
     CrawlReport,
@@ -47,17 +48,8 @@ from .crawl_report import (
     summarize,
     write_document,
 )
-from .main import (
-    EXIT_FAILED,
-    EXIT_SLO,
-    EXIT_USAGE,
-    UsageError,
-    _OverrideResolver,
-    _parse_headers,
-    _parse_resolve,
-    _parse_slo,
-    _ssl_setting,
-)
+from .exits import EXIT_FAILED, EXIT_SLO, EXIT_USAGE, PHASE_LABELS
+from .fetch import _OverrideResolver
 
 if TYPE_CHECKING:
     import ssl
@@ -88,12 +80,13 @@ class CrawlOptions:
 
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
+    skip_headers: tuple[str, ...] = ()  # -H 'Name:': a header aiohttp would add, not sent
     concurrency: int = 20
     limit_per_host: int = 0
     follow_redirects: bool = False
     max_time: float = 30.0
     ssl: ssl.SSLContext | bool = True
-    resolve: tuple[tuple[tuple[str, int], str], ...] = ()
+    resolve: tuple[tuple[tuple[str, int], tuple[str, ...]], ...] = ()
     rate: float | None = None
     slo: tuple[tuple[str, float], ...] = ()
     redaction: Redaction = DEFAULT_REDACTION
@@ -213,7 +206,7 @@ class Crawler:
         self.started_at = time.time()
         kw: dict[str, Any] = {}
         if o.resolve:
-            kw["resolver"] = _OverrideResolver(dict(o.resolve))
+            kw["resolver"] = _OverrideResolver(dict(o.resolve), aiohttp.DefaultResolver())
         connector = TracingConnector(limit=o.concurrency, limit_per_host=o.limit_per_host, **kw)
         limiter = None
         if o.rate is not None:
@@ -264,6 +257,7 @@ class Crawler:
         o = self.options
         method, headers, ssl_setting = o.method, list(o.headers), o.ssl
         follow = o.follow_redirects
+        kw: dict[str, Any] = {"skip_auto_headers": o.skip_headers} if o.skip_headers else {}
         while (url := self._take()) is not None:
             if limiter is not None:
                 try:
@@ -274,7 +268,7 @@ class Crawler:
             self.in_flight += 1
             try:
                 async with session.request(
-                    method, url, headers=headers, ssl=ssl_setting, allow_redirects=follow
+                    method, url, headers=headers, ssl=ssl_setting, allow_redirects=follow, **kw
                 ) as resp:
                     # Read the body to its end without keeping it.
                     while await resp.content.readany():
@@ -354,17 +348,19 @@ def _options(args: argparse.Namespace) -> CrawlOptions:
             raise UsageError(
                 "--rate needs aiolimiter: pip install 'aiohttp-httptrace[cli]'"
             ) from None
+    headers, skip = _headers(args.header)
     return CrawlOptions(
         method=method,
-        headers=tuple(_parse_headers(args.header)),
+        headers=tuple(headers),
+        skip_headers=tuple(skip),
         concurrency=args.concurrency,
         limit_per_host=args.limit_per_host,
         follow_redirects=args.location,
         max_time=args.max_time,
-        ssl=_ssl_setting(args),
-        resolve=tuple(_parse_resolve(args.resolve).items()),
+        ssl=_ssl(args),
+        resolve=tuple(_resolve(args.resolve).items()),
         rate=args.rate,
-        slo=tuple(_parse_slo(args.slo).items()),
+        slo=tuple(_slo(args.slo).items()),
         redaction=Redaction(enabled=not args.no_redact),
         keep_requests=bool(args.json or args.jsonl or args.har or args.html),
     )
@@ -531,10 +527,12 @@ def crawl_main(argv: Sequence[str]) -> int:
         for f in files.values():
             f.close()
     for breach in report.breaches:
+        # As ``aiotrace URL --slo`` words it (exits.slo_lines), with the worst request's id.
+        name = "time to first byte" if breach.key == "ttfb" else PHASE_LABELS.get(breach.key)
         print(
-            f"aiotrace: SLO exceeded: {breach.key} > {breach.limit_ms:g} ms in {breach.count} "
-            f"of {crawler.finished} requests (worst {breach.worst_ms:.1f} ms: "
-            f"#{breach.worst_id} {breach.worst_url})",
+            f"aiotrace: SLO broken: {breach.key} ({name or breach.key}) "
+            f"{breach.worst_ms:.1f} ms > {breach.limit_ms:g} ms in {breach.count} of "
+            f"{crawler.finished} requests (#{breach.worst_id} {breach.worst_url})",
             file=sys.stderr,
         )
     if crawler.interrupted:

@@ -215,10 +215,14 @@ class CrawlTally:
 
 
 def slo_value(timeline: RequestTimeline, key: str) -> float | None:
-    """A request's value for an ``--slo`` key (as ``aiotrace URL --slo`` reads it): a phase
-    summed over the hops, ``ttfb`` the first byte of the final hop from the request's start."""
+    """A request's value for an ``--slo`` key, as ``aiotrace URL --slo`` reads it: ``total``
+    and ``ttfb`` from the request's start (curl's marks: redirects included), a phase summed
+    over the hops."""
+    marks = timeline.marks
+    if key == "total":
+        return marks.total
     if key == "ttfb":
-        return timeline.marks.starttransfer
+        return marks.starttransfer
     value: float | None = getattr(timeline.timings, key)
     return value
 

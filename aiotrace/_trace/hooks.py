@@ -136,20 +136,7 @@ _NOT_HOOKS = (
     "_dispatch",
     "_sampler",
 )
-HOOK_NAMES: tuple[str, ...] = tuple(
-    f.name
-    for f in fields(ClientTrace)
-    if f.name
-    not in (
-        "propagate_errors",
-        "sample",
-        "sample_seed",
-        "_observers",
-        "_parts",
-        "_dispatch",
-        "_sampler",
-    )
-)
+HOOK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ClientTrace) if f.name not in _NOT_HOOKS)
 
 
 def hook_name(fn: object) -> str:
