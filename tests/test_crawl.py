@@ -203,6 +203,8 @@ def test_stdin_is_read_for_dash_and_for_no_file(site: Site) -> None:
         (["-k", "--cacert", "x.pem"], ["http://a.test/"], "do not go together"),
         (["--har", "/nonexistent/dir/x.har"], ["http://a.test/"], "cannot write"),
         (["--html", "/nonexistent/dir/x.html"], ["http://a.test/"], "--html: cannot write"),
+        (["--nope"], ["http://a.test/"], "see aiotrace crawl --help"),
+        (["--concurrency", "x"], ["http://a.test/"], "invalid int value"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

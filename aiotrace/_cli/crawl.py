@@ -26,7 +26,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from textwrap import fill
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -39,7 +40,7 @@ from .._record.stalls import LoopStallMonitor
 from .._report.html import document_from_recorder, render_html
 from .._trace.clock import wall_time
 from .._trace.hooks import compose
-from .args import UsageError, _headers, _resolve, _slo, _ssl
+from .args import SLO_KEYS, UsageError, _formatter, _headers, _Parser, _resolve, _slo, _ssl
 from .crawl_report import (
     CrawlCounts,
     CrawlReport,
@@ -287,44 +288,65 @@ class Crawler:
 # -- the command -------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class _CrawlParser(_Parser):
+    """The command's parser: a usage error is one line, pointing at this command's help."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see aiotrace crawl --help)")
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``aiotrace crawl``: curl's flags where they mean the same as for one URL
+    (``args.py``); a usage error is one line (``UsageError``)."""
+    p = _CrawlParser(
         prog="aiotrace crawl",
-        description="Trace a list of URLs concurrently: a summary per host (phases, "
-        "connection reuse, pool waits), the slowest requests, and JSON/JSONL/HAR reports.",
+        description=fill(
+            "Trace a list of URLs concurrently: a summary per host (errors, connection "
+            "reuse and why not, pool waits, event-loop stalls, p50/p90/p99 of each phase), "
+            "the slowest requests, and JSON, JSONL, HAR and HTML reports. Exit status: 0 "
+            "every URL got a response, 1 some request failed, 2 bad input, 4 an --slo was "
+            "broken, 130 interrupted (the reports are still written).",
+            width=88,
+        ),
+        formatter_class=_formatter(argv),
     )
     p.add_argument(
         "file", nargs="?", default="-", metavar="FILE", help="one URL a line ('-' or none: stdin)"
     )
-    p.add_argument("--concurrency", type=int, default=20, help="requests in flight (default 20)")
-    p.add_argument("--limit-per-host", type=int, default=0, help="connections per host (0: any)")
-    p.add_argument("-X", "--request", dest="method", default="GET", help="method (default GET)")
-    p.add_argument("-H", "--header", action="append", default=[], help="'Name: value' header")
-    p.add_argument(
-        "-L", "--location", action="store_true", help="follow redirects, each hop traced"
+    send = p.add_argument_group("what to send")
+    send.add_argument("-X", "--request", dest="method", default="GET", help="method (GET)")
+    send.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+        help="a header for every request; repeatable",
+    )  # fmt: skip
+    send.add_argument(
+        "-L", "--location", action="store_true", help="follow redirects (each hop traced)"
     )
-    p.add_argument("-m", "--max-time", type=float, default=30.0, help="seconds per request (30)")
-    p.add_argument("-k", "--insecure", action="store_true", help="do not verify TLS certificates")
-    p.add_argument("--cacert", default=None, help="PEM file of CA certificates to trust")
-    p.add_argument(
-        "--resolve",
-        action="append",
-        default=[],
-        metavar="HOST:PORT:ADDR",
-        help="use ADDR for HOST:PORT (like curl); repeatable",
+    send.add_argument(
+        "-m", "--max-time", type=float, default=30.0, metavar="S", help="seconds a request (30)"
     )
-    p.add_argument("--rate", type=float, default=None, help="at most this many requests a second")
-    p.add_argument("--slo", default=None, help="e.g. total=500,ttfb=200 (ms); exit 4 if exceeded")
-    p.add_argument(
-        "--json", action="store_true", help="print the report as one JSON document on stdout"
+    send.add_argument("-k", "--insecure", action="store_true", help="do not verify certificates")
+    send.add_argument("--cacert", metavar="PEM", help="CA certificates to trust")
+    send.add_argument(
+        "--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
+        help="use ADDR for HOST:PORT (curl's); repeatable",
+    )  # fmt: skip
+    pace = p.add_argument_group("how many at once")
+    pace.add_argument("--concurrency", type=int, default=20, metavar="N", help="in flight (20)")
+    pace.add_argument(
+        "--limit-per-host", type=int, default=0, metavar="N", help="connections a host (0: any)"
     )
-    p.add_argument("--jsonl", default=None, metavar="FILE", help="write one JSON line a request")
-    p.add_argument("--har", default=None, metavar="FILE", help="write HAR 1.2, one entry a hop")
-    p.add_argument(
-        "--html", default=None, metavar="FILE", help="write the HTML report: a waterfall"
-    )
-    p.add_argument(
-        "--no-redact", action="store_true", help="show credentials in URLs (redacted by default)"
+    pace.add_argument("--rate", type=float, metavar="R", help="at most R requests a second")
+    out = p.add_argument_group("reports")
+    out.add_argument("--json", action="store_true", help="the report as one JSON document")
+    out.add_argument("--jsonl", metavar="FILE", help="every request's timeline, one a line")
+    out.add_argument("--har", metavar="FILE", help="HAR 1.2, one entry a hop")
+    out.add_argument("--html", metavar="FILE", help="the waterfall, one self-contained page")
+    out.add_argument("--no-redact", action="store_true", help="keep credentials in URLs")
+    out.add_argument(
+        "--slo",
+        metavar="NAME=MS,...",
+        help=f"exit 4 when a request is slower; NAME in {', '.join(SLO_KEYS)}",
     )
     return p
 
@@ -470,11 +492,13 @@ def _view() -> ModuleType | None:
 
 def crawl_main(argv: Sequence[str]) -> int:
     """``aiotrace crawl [FILE] [options]``; returns the exit status (module docstring)."""
-    parser = _parser()
     try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as e:  # argparse already printed its one-line usage error
-        return EXIT_USAGE if e.code not in (0, None) else 0
+        args = _parser(argv).parse_args(list(argv))
+    except SystemExit as e:  # --help
+        return 0 if e.code in (0, None) else EXIT_USAGE
+    except UsageError as e:
+        print(f"aiotrace: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         options = _options(args)
         urls, bad = read_url_list(args.file)
