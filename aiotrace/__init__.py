@@ -21,6 +21,7 @@ from ._record.redact import Redaction
 from ._record.stalls import LoopStallMonitor
 from ._record.stats import HostStats, LatencyHistogram, Quantiles, Stats
 from ._record.timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
+from ._report.html import report_document, write_html_report
 from ._trace.context import context_client_trace, with_client_trace
 from ._trace.events import (
     ConnectDoneInfo,
@@ -79,6 +80,9 @@ __all__ = [
     "Quantiles",
     "Redaction",
     "LoopStallMonitor",
+    # Reports
+    "report_document",
+    "write_html_report",
     # Events: the request and its connection
     "RoundTrip",
     "ConnInfo",

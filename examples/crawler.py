@@ -23,7 +23,6 @@ from yarl import URL
 import aiotrace
 
 # The HTML report has no public name yet: this is the module ``aiotrace crawl --html`` uses.
-from aiotrace._report.html import document_from_recorder, write_html
 
 
 class LinkParser(HTMLParser):
@@ -80,8 +79,8 @@ async def crawl(start: URL, pages: int, concurrency: int, rec: aiotrace.Recorder
 def write_report(rec: aiotrace.Recorder, base: str) -> None:
     """``base.html``, the waterfall; ``base.json``, the same document: per-host aggregates,
     every request's timeline, every connection."""
-    document = document_from_recorder(rec, title="examples/crawler.py")
-    write_html(document, base + ".html")
+    aiotrace.write_html_report(rec, base + ".html", title="examples/crawler.py")
+    document = aiotrace.report_document(rec, title="examples/crawler.py")
     with open(base + ".json", "w", encoding="utf-8") as f:
         json.dump(document, f, indent=1)
 
@@ -123,9 +122,10 @@ async def main() -> None:
         runner, start = await serve_site()
     else:
         start = URL(args.url)
-    rec = aiotrace.Recorder()
+    rec = aiotrace.Recorder(loop_stalls=True)  # and measure the loop's own stalls
     try:
-        fetched = await crawl(start, args.pages, args.concurrency, rec)
+        async with rec:  # starts the stall monitor
+            fetched = await crawl(start, args.pages, args.concurrency, rec)
     finally:
         if runner is not None:
             await runner.cleanup()

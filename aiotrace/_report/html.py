@@ -46,12 +46,21 @@ from html import escape
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
+from .._trace.clock import wall_time
+
 if TYPE_CHECKING:
     from os import PathLike
 
     from .._record.recorder import Recorder
 
-__all__ = ["document_from_recorder", "page_form", "render_html", "write_html"]
+__all__ = [
+    "document_from_recorder",
+    "page_form",
+    "render_html",
+    "report_document",
+    "write_html",
+    "write_html_report",
+]
 
 DEFAULT_TITLE = "aiotrace report"
 _PLACEHOLDER = re.compile(r"/\*@(CSS|JS|TITLE|DATA)@\*/")
@@ -79,6 +88,25 @@ def document_from_recorder(
         "sample_rate": rec.sample_rate,
         "stalls": [{"started_at": at, "duration_ms": ms} for at, ms in stalls],
     }
+
+
+def report_document(rec: Recorder, *, title: str = DEFAULT_TITLE) -> dict[str, Any]:
+    """The report's document for ``rec`` (JSON-ready), with the loop stalls its
+    ``stall_monitor`` saw, if it has one (``Recorder(loop_stalls=True)``)."""
+    monitor = rec.stall_monitor
+    stalls = [] if monitor is None else monitor.stalls
+    return document_from_recorder(
+        rec, title=title, stalls=[(wall_time(a), (b - a) * 1000.0) for a, b in stalls]
+    )
+
+
+def write_html_report(
+    rec: Recorder, path: str | PathLike[str], *, title: str = DEFAULT_TITLE
+) -> int:
+    """Write ``rec``'s HTML waterfall report to ``path``; returns the bytes written.
+
+    It reads and writes files: from async code, call it through ``asyncio.to_thread``."""
+    return write_html(report_document(rec, title=title), path)
 
 
 def _finite(value: Any) -> Any:
