@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiotrace._cli import main
+from aiotrace._cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ def demo_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     script.write_text(
         "import asyncio, sys\n"
         "from aiohttp import web\n"
-        "from aiotrace._demo import demo_app\n"
+        "from aiotrace._cli.demo import demo_app\n"
         "async def main():\n"
         "    r = web.AppRunner(demo_app()); await r.setup()\n"
         "    s = web.TCPSite(r, '127.0.0.1', 0); await s.start()\n"

@@ -23,14 +23,17 @@ from itertools import repeat
 from operator import add, mul, sub
 from typing import TYPE_CHECKING, Any
 
-from ._redact import DEFAULT_REDACTION, Redaction
-from ._state import _now, wall_time
+from .._trace.clock import now as _now
+from .._trace.clock import wall_time
+from .redact import DEFAULT_REDACTION, Redaction
 
 if TYPE_CHECKING:
     from yarl import URL
 
-    from ._events import ConnInfo
-    from ._state import ConnState, HopState, RequestState
+    from .._trace.connection import ConnState
+    from .._trace.events import ConnInfo
+    from .._trace.hop import HopState
+    from .._trace.request import RequestState
 
 __all__ = [
     "ConnectionRecord",

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from ._connector import TracingConnector
-from ._recorder import Recorder
-from ._session import traced_session
+from .._adapter.connector import TracingConnector
+from .._adapter.session import traced_session
+from .._record.recorder import Recorder
 
 __all__ = ["demo_main", "demo_app", "run_demo"]
 
@@ -99,7 +99,7 @@ def demo_main(argv: Sequence[str]) -> int:
     elif args.format == "har":
         sys.stdout.write(json.dumps(rec.to_har(), indent=2) + "\n")
     else:
-        from ._render import render_text
+        from .render import render_text
 
         render_text(rec, repeat=False)
     return 0

@@ -1,15 +1,17 @@
-"""Per-request and per-round-trip state: where every hook is fired from.
+"""One round trip (:class:`HopState`): where every hook but the request's own is fired from.
 
 Theory of operation
 -------------------
-A traced request is one :class:`RequestState`, made when ``session.request()`` begins. Each
-round trip (the first, each redirect hop, each retry) is one :class:`HopState`. Emitters in the
+A traced request is one :class:`~aiotrace._trace.request.RequestState`, made when
+``session.request()`` begins (``request.py``). Each round trip (the first, each redirect hop,
+each retry) is one :class:`HopState`, made by the request's ``begin_hop``. Emitters in the
 connector, the protocol, the TLS object and the request/response classes call the methods
 below; each method stamps ``time.perf_counter()`` into a slot, then fires the hook if someone
 set it. The stamps are the timeline, so a :class:`~aiotrace.Recorder` reads them and needs no
 hooks of its own beyond the request's start and end.
 
-The rules this module keeps:
+The rules this module and ``request.py`` keep together (rule 4 and the order between round
+trips are the request's):
 
 1. Order within a round trip is Go's: get_conn, [pool_wait_start, pool_wait_done],
    [dns_start, dns_done], [connect_start, connect_done]*, [tls_handshake_start,
@@ -26,24 +28,25 @@ The rules this module keeps:
 5. Hooks fired from loop callbacks (first byte, TLS, pool release, body done) never raise into
    aiohttp: with ``propagate_errors`` the error is kept and raised at the request's next step
    in the caller's task.
+
+This module is over 500 lines on purpose: it is one idea, a round trip's phases in Go's order,
+each a stamp and a hook, and it reads best whole, top to bottom in that order.
 """
 
 from __future__ import annotations
 
-import itertools
 import socket
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yarl import URL
 
-from ._events import (
+from .clock import now as _now
+from .connection import sockaddr
+from .events import (
     ConnectDoneInfo,
     ConnectStartInfo,
-    ConnInfo,
     DNSDoneInfo,
     DNSStartInfo,
-    GetConnInfo,
     Got1xxResponseInfo,
     Got100ContinueInfo,
     GotConnInfo,
@@ -51,13 +54,7 @@ from ._events import (
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
     PutIdleConnInfo,
-    RedirectInfo,
-    RequestDoneInfo,
-    RequestEndInfo,
-    RequestExceptionInfo,
-    RequestStartInfo,
     ResponseBodyDoneInfo,
-    RetryInfo,
     RoundTrip,
     TLSHandshakeDoneInfo,
     TLSHandshakeStartInfo,
@@ -67,115 +64,40 @@ from ._events import (
     WroteHeadersInfo,
     WroteRequestInfo,
 )
-from ._hooks import SerialRunner, log
+from .hooks import Dispatch, log
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from multidict import CIMultiDictProxy
 
-    from ._hooks import ClientTrace
+    from .connection import ConnState
 
-__all__ = ["ConnState", "HopState", "RequestState"]
-
-_now = time.perf_counter
-_request_ids = itertools.count(1)
-_conn_ids = itertools.count(1)
+__all__ = ["AbandonedAttempt", "HopState", "RequestLike"]
 
 
 class AbandonedAttempt(ConnectionAbortedError):
     """A Happy Eyeballs attempt dropped because another address connected first."""
 
 
-class HostHistory:
-    """What the reuse detector remembers per pool key: how its last connection ended."""
+class RequestLike(Protocol):
+    """What a round trip reads and sets of its request (``request.RequestState``, one layer
+    up: a round trip never imports it)."""
 
-    __slots__ = ("last_close",)
-
-    def __init__(self) -> None:
-        self.last_close: str | None = None
-
-
-class ConnState:
-    """One connection's life, as the reuse detector sees it (kept on the protocol)."""
-
-    __slots__ = (
-        "_info",
-        "close_reason",
-        "closed_at",
-        "history",
-        "host_label",
-        "id",
-        "keepalive_disabled",
-        "key",
-        "observed",
-        "opened_at",
-        "raw",
-        "released_at",
-        "releasing",
-        "served",
-        "server_said_close",
-    )
-
-    def __init__(self) -> None:
-        self.id = next(_conn_ids)
-        self.opened_at = _now()
-        self.key: Any = None
-        # What the first traced got_conn learned of the connection, as the transport gave it
-        # (local and remote address, TLS details): made into a ConnInfo only when something
-        # reads ``info``.
-        self.raw: tuple[Any, Any, TLSInfo | None] | None = None
-        self._info: ConnInfo | None = None
-        self.served = 0
-        self.released_at: float | None = None
-        self.closed_at: float | None = None
-        self.close_reason: str | None = None
-        self.history: HostHistory | None = None
-        self.host_label: str | None = None  # "host:port", for aggregates
-        self.keepalive_disabled = False
-        self.server_said_close = False
-        self.observed = False  # the protocol's feed_data is shadowed (see got_conn)
-        self.releasing = False  # an untraced request is releasing it (see the protocol's close)
+    id: int
+    d: Dispatch
+    hop: HopState | None
+    t_end: float | None
+    done: bool
+    err: BaseException | None
+    deferred: BaseException | None
 
     @property
-    def info(self) -> ConnInfo | None:
-        """The connection's addresses and TLS details; ``None`` until a traced round trip got it."""
-        info = self._info
-        if info is None and self.raw is not None:
-            local, remote, tls = self.raw
-            info = self._info = ConnInfo._new(
-                id=self.id, local_addr=_sockaddr(local), remote_addr=_sockaddr(remote), tls=tls
-            )
-        return info
+    def hops(self) -> list[HopState]: ...
 
-    @info.setter
-    def info(self, info: ConnInfo | None) -> None:
-        self._info = info
+    def finish(self, err: BaseException | None, now: float | None = None) -> None: ...
 
-    def closing(self, reason: str) -> None:
-        """Record why the connection is being closed (the first reason given wins)."""
-        if self.close_reason is None:
-            self.close_reason = reason
-            if self.history is not None:
-                self.history.last_close = reason
-
-    def __repr__(self) -> str:
-        state = (
-            "CLOSED"
-            if self.closed_at is not None
-            else ("IDLE" if self.released_at is not None else "ACTIVE")
-        )
-        return f"<ConnState #{self.id} {state} served={self.served}>"
-
-
-def _sockaddr(addr: Any) -> str | None:
-    """A socket address as ``host:port`` (``[host]:port`` for IPv6), or ``None``."""
-    if not addr:
-        return None
-    if isinstance(addr, tuple):
-        host, port = addr[0], addr[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(addr)
+    def raise_deferred(self) -> None: ...
 
 
 class _Attempt:
@@ -195,7 +117,7 @@ class _Attempt:
 
     @property
     def addr(self) -> str:
-        return _sockaddr(self.sockaddr) or ""
+        return sockaddr(self.sockaddr) or ""
 
 
 class HopState:
@@ -253,9 +175,7 @@ class HopState:
     tls_open = False
     reuse_miss: str | None = None
 
-    def __init__(
-        self, state: RequestState, method: str, url: URL, index: int, attempt: int
-    ) -> None:
+    def __init__(self, state: RequestLike, method: str, url: URL, index: int, attempt: int) -> None:
         self.state = state
         self.method = method
         self.url = url
@@ -705,265 +625,3 @@ class HopState:
                 self.body_done(err)
         if self.t_end is None:
             self.t_end = _now()
-
-
-class RequestState:
-    """One traced request from ``request_start`` to ``request_done``.
-
-    Slotted, every slot set in ``__init__``, for the same reason as :class:`HopState`. The
-    URL is kept as the caller gave it and parsed only when something reads ``url``.
-    """
-
-    __slots__ = (
-        "_rt0",
-        "_serial",
-        "_url",
-        "d",
-        "deferred",
-        "done",
-        "err",
-        "final_url",
-        "hop",
-        "hop_list",
-        "id",
-        "method",
-        "observer_data",
-        "pinned",
-        "status",
-        "t_done",
-        "t_end",
-        "t_start",
-        "trace",
-    )
-
-    def __init__(self, trace: ClientTrace, method: str, url: Any) -> None:
-        self.id = next(_request_ids)
-        self.trace = trace
-        self.d = trace._dispatch or trace.dispatch()
-        self.method = method
-        self._url = url
-        self.t_start = _now()
-        self.hop: HopState | None = None  # the current round trip
-        # Every round trip, once there is a second; None for one (the usual request: one
-        # object fewer for the cyclic GC to see, per request a Recorder keeps).
-        self.hop_list: list[HopState] | None = None
-        self.final_url: URL | None = None
-        self.status: int | None = None
-        self.err: BaseException | None = None
-        self.t_end: float | None = None
-        self.t_done: float | None = None
-        self.done = False
-        self.deferred: BaseException | None = None
-        self.observer_data: Any = None  # an observer's own per-request value (OTel's context)
-        # Someone reads the round trips after the request finishes (a Recorder keeping the
-        # state whole, or a timeline view taken while it ran): finish() leaves them attached.
-        self.pinned = False
-        self._rt0: RoundTrip | None = None
-        self._serial: SerialRunner | None = None
-
-    @property
-    def url(self) -> URL:
-        """The URL the request was made with (parsed from the caller's string when first read;
-        a string aiohttp rejects reads as an empty URL: aiohttp reports the error)."""
-        url = self._url
-        if not isinstance(url, URL):
-            try:
-                url = URL(url)
-            except (TypeError, ValueError):
-                url = URL()
-            self._url = url
-        return url
-
-    def __repr__(self) -> str:
-        return f"<RequestState #{self.id} {self.method} {self.url} hops={len(self.hops)}>"
-
-    @property
-    def hops(self) -> list[HopState]:
-        """Every round trip so far, in order."""
-        more = self.hop_list
-        if more is not None:
-            return more
-        hop = self.hop
-        return [] if hop is None else [hop]
-
-    @property
-    def started_at(self) -> float:
-        """Wall-clock start (``time.time()`` scale), derived from the monotonic stamp."""
-        return wall_time(self.t_start)
-
-    @property
-    def rt(self) -> RoundTrip:
-        """The round trip request-level events belong to: the current hop, else the first."""
-        hop = self.hop
-        if hop is not None:
-            return hop.rt
-        rt = self._rt0
-        if rt is None:
-            rt = self._rt0 = RoundTrip._new(
-                id=self.id, method=self.method, url=self.url, hop=0, attempt=0, _state=self
-            )
-        return rt
-
-    def serial(self) -> SerialRunner:
-        runner = self._serial
-        if runner is None:
-            runner = self._serial = SerialRunner()
-        return runner
-
-    def call_safely(self, name: str, h: Callable[[Any], None], event: object) -> None:
-        """Fire hook ``name`` after the request returned: an error can only be logged."""
-        try:
-            h(event)
-        except Exception:
-            if self.d.raised(name):  # a propagate_errors hook: nothing left to fail
-                log.exception("aiotrace: hook raised after the request returned; logged only")
-
-    def raise_deferred(self) -> None:
-        err = self.deferred
-        if err is not None:
-            self.deferred = None
-            raise err
-
-    # -- the request ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        for started in self.d.starters:
-            started(self)
-        h = self.d.request_start
-        if h is not None:
-            try:
-                h(
-                    RequestStartInfo._new(
-                        request=self.rt, time=self.t_start, method=self.method, url=self.url
-                    )
-                )
-            except Exception:
-                if self.d.raised("request_start"):
-                    raise
-
-    def begin_hop(self, method: str, url: URL) -> HopState:
-        """A new round trip: the first, a redirect hop, or a retry (rule 1)."""
-        prev = self.hop
-        if prev is None:
-            hop = HopState(self, method, url, 0, 0)
-            if self._rt0 is not None and self._rt0.url == url and self._rt0.method == method:
-                hop._rt = self._rt0
-        elif prev.status is not None:
-            hop = HopState(self, method, url, prev.index + 1, 0)
-            h = self.d.redirect
-            if h is not None:
-                try:
-                    h(
-                        RedirectInfo._new(
-                            request=hop.rt,
-                            time=_now(),
-                            status=prev.status,
-                            from_url=prev.url,
-                            to_url=url,
-                        )
-                    )
-                except Exception:
-                    if self.d.raised("redirect"):
-                        raise
-        else:
-            err = prev.err or ConnectionError("the round trip failed before a response")
-            prev.fail(err)
-            hop = HopState(self, method, url, prev.index, prev.attempt + 1)
-            h = self.d.retry
-            if h is not None:
-                reason = "stale pooled connection" if prev.reused else "connection failed"
-                try:
-                    h(RetryInfo._new(request=hop.rt, time=_now(), reason=reason, err=err))
-                except Exception:
-                    if self.d.raised("retry"):
-                        raise
-        if prev is not None:
-            more = self.hop_list
-            if more is None:
-                self.hop_list = [prev, hop]
-            else:
-                more.append(hop)
-        self.hop = hop
-        h = self.d.get_conn
-        if h is not None:
-            try:
-                h(
-                    GetConnInfo._new(
-                        request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"
-                    )
-                )
-            except Exception:
-                if self.d.raised("get_conn"):
-                    raise
-        return hop
-
-    def end(self, response: Any) -> None:
-        self.t_end = now = _now()
-        self.status = status = response.status
-        hop = self.hop
-        # The response's URL is its round trip's (both without the fragment): a slot read
-        # instead of ClientResponse.url, a property.
-        self.final_url = url = hop.url if hop is not None else response.url
-        h = self.d.request_end
-        if h is not None:
-            try:
-                h(
-                    RequestEndInfo._new(
-                        request=self.rt, time=now, status=status, url=url, response=response
-                    )
-                )
-            except Exception:
-                if self.d.raised("request_end"):
-                    raise
-        if self.deferred is not None:  # a callback hook failed: the request fails with it
-            self.raise_deferred()
-        if hop is None or hop.t_body_done is not None:
-            self.finish(None, now)
-
-    def exception(self, err: BaseException) -> None:
-        hop = self.hop
-        if hop is not None:
-            hop.fail(err)
-        self.err = err
-        self.t_end = now = _now()
-        h = self.d.request_exception
-        if h is not None:
-            try:
-                h(RequestExceptionInfo._new(request=self.rt, time=now, err=err))
-            except Exception:
-                log.exception("aiotrace: request_exception hook raised; the caller sees aiohttp's")
-        self.finish(err)
-
-    def finish(self, err: BaseException | None, now: float | None = None) -> None:
-        """``request_done``: at ``now`` if the caller just took the time, else now."""
-        if self.done:
-            return
-        self.done = True
-        if now is None:
-            now = _now()
-        self.t_done = now
-        d = self.d
-        h = d.request_done
-        if h is not None:
-            self.call_safely(
-                "request_done", h, RequestDoneInfo._new(request=self.rt, time=now, err=err)
-            )
-        for finished in d.finishers:
-            finished(self)
-        if not self.pinned:
-            # Nothing will read the round trips again: drop the state -> hop references, so
-            # the state and its hops (which point back at it) are freed as soon as the last
-            # reference goes, not by a garbage-collector pass (measured: ~4k instructions
-            # a request of GC traversal). A hop may still be called after this (a connection
-            # lost late); it reaches only the state's own fields.
-            self.hop_list = None
-            self.hop = None
-            self._rt0 = None
-
-
-_WALL_OFFSET = time.time() - time.perf_counter()
-
-
-def wall_time(perf: float) -> float:
-    """A ``perf_counter`` stamp on the ``time.time()`` scale."""
-    return perf + _WALL_OFFSET

@@ -17,17 +17,14 @@ the same trace twice calls each hook once and never recurses.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import inspect
 import logging
 import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from ._events import (
+from .events import (
     ConnectDoneInfo,
     ConnectStartInfo,
     DNSDoneInfo,
@@ -56,9 +53,9 @@ from ._events import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    pass
 
-__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "SerialRunner", "compose"]
+__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "compose", "hook_name", "log"]
 
 log = logging.getLogger("aiotrace")
 
@@ -130,52 +127,7 @@ HOOK_NAMES: tuple[str, ...] = tuple(
 )
 
 
-class SerialRunner:
-    """Runs one request's coroutine hooks one at a time, in the order their events happened."""
-
-    __slots__ = ("_queue", "_task")
-    _tasks: ClassVar[set[asyncio.Task[None]]] = set()
-
-    def __init__(self) -> None:
-        self._queue: deque[tuple[Callable[[Any], Coroutine[Any, Any, object]], object]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def schedule(self, fn: Callable[[Any], Coroutine[Any, Any, object]], event: object) -> None:
-        self._queue.append((fn, event))
-        if self._task is None:
-            # Hooks run outside any trace: a request a hook makes is its own, untraced one
-            # (unless the hook scopes a trace itself), never part of the request it observes.
-            context = contextvars.copy_context()
-            context.run(_leave_traces)
-            task = asyncio.get_running_loop().create_task(self._drain(), context=context)
-            self._task = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self) -> None:
-        queue = self._queue
-        try:
-            while queue:
-                fn, event = queue.popleft()
-                try:
-                    await fn(event)
-                except Exception:
-                    log.exception("aiotrace: coroutine hook %s raised", _name(fn))
-        finally:
-            self._task = None
-            if queue:  # cancelled with work left: never drop events silently
-                log.warning("aiotrace: %d coroutine hook call(s) dropped", len(queue))
-                queue.clear()
-
-
-def _leave_traces() -> None:
-    from ._context import current_request, scoped_trace
-
-    current_request.set(None)
-    scoped_trace.set(None)
-
-
-def _name(fn: object) -> str:
+def hook_name(fn: object) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
@@ -200,7 +152,7 @@ def _compile_one(
         try:
             fn(event)
         except Exception:
-            log.exception("aiotrace: hook %s raised; the request goes on", _name(fn))
+            log.exception("aiotrace: hook %s raised; the request goes on", hook_name(fn))
 
     return call
 
@@ -278,7 +230,9 @@ class Dispatch:
         (its trace propagates errors); else the error is logged and the request goes on."""
         if name in self.propagating:
             return True
-        log.exception("aiotrace: hook %s raised; the request goes on", _name(getattr(self, name)))
+        log.exception(
+            "aiotrace: hook %s raised; the request goes on", hook_name(getattr(self, name))
+        )
         return False
 
     if TYPE_CHECKING:

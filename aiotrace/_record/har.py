@@ -11,11 +11,11 @@ import datetime
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__ as _version
+from .._version import __version__ as _version
 
 if TYPE_CHECKING:
-    from ._redact import Redaction
-    from ._timeline import Hop, RequestTimeline
+    from .redact import Redaction
+    from .timeline import Hop, RequestTimeline
 
 __all__ = ["har_log"]
 

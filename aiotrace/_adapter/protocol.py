@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.client_proto import ResponseHandler
 
-from ._aiohttp_private import asked_to_close
-from ._state import ConnState, _now
+from .._trace.clock import now as _now
+from .._trace.connection import ConnState
+from .private import asked_to_close
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._state import HopState
+    from .._trace.hop import HopState
 
 __all__ = ["TracingResponseHandler"]
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
-from ._context import running_request
+from .._trace.request import running_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._state import HopState, _Attempt
+    from .._trace.hop import HopState, _Attempt
 
 __all__ = ["make_socket_factory"]
 

@@ -2,7 +2,7 @@
 
 aiohttp has no public signal for these, so aiotrace touches them here and nowhere else (the
 private *methods* TracingConnector overrides are listed, with the same note, in
-``_connector.py``; ``TracingResponseHandler.connection_lost`` reads its own inherited
+``connector.py``; ``TracingResponseHandler.connection_lost`` reads its own inherited
 ``_payload`` to learn the body's error). Each was verified, textually and by the test
 suite, on aiohttp 3.12.15 and 3.14.5; ``pyproject.toml`` caps aiohttp below the next minor
 release so that a new one is checked before it is allowed.

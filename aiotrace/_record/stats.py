@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ._timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
+from .timeline import PHASES, chained_phase_columns, pooled_phase_columns, pooled_phases
 
 __all__ = [
     "BATCH",

@@ -2,7 +2,7 @@
 
 A Recorder's ``trace`` sets no hooks: it observes each request's state at its start (so that
 running requests can be read) and at its end (to keep it, frozen into plain values: see
-``_kept.py``; or, aggregate-only, to fold it), and reads the timeline from the stamps the
+``kept.py``; or, aggregate-only, to fold it), and reads the timeline from the stamps the
 state took anyway. So recording costs no event objects, whatever the number of hops.
 """
 
@@ -13,17 +13,13 @@ import json
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from ._context import with_client_trace
-from ._har import har_log
-from ._hooks import ClientTrace
-from ._kept import KeptRequests
-from ._redact import DEFAULT_REDACTION, Redaction
-from ._stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
-from ._timeline import (
-    ConnectionRecord,
-    RequestTimeline,
-    phase_values,
-)
+from .._trace.context import with_client_trace
+from .._trace.hooks import ClientTrace
+from .har import har_log
+from .kept import KeptRequests
+from .redact import DEFAULT_REDACTION, Redaction
+from .stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
+from .timeline import ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,7 +28,8 @@ if TYPE_CHECKING:
 
     from yarl import URL
 
-    from ._state import HopState, RequestState
+    from .._trace.hop import HopState
+    from .._trace.request import RequestState
 
 __all__ = ["Recorder"]
 
@@ -68,7 +65,7 @@ class Recorder:
         self._kept: KeptRequests | None = None
         self.on_start: Callable[[RequestState], None] | None = None
         self.on_finish: Callable[[RequestState], None] = fold
-        if not aggregate_only:  # keep them, compactly (see _kept.py)
+        if not aggregate_only:  # keep them, compactly (see kept.py)
             kept = self._kept = KeptRequests(
                 self.trace, max_requests, fold if max_requests is not None else None
             )

@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from ._state import HopState, RequestState
+from .._trace.hop import HopState
+from .._trace.request import RequestState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._hooks import ClientTrace
-    from ._state import ConnState
+    from .._trace.connection import ConnState
+    from .._trace.hooks import ClientTrace
 
 __all__ = ["ROW", "KeptRequests"]
 

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from ._recorder import Recorder
-from ._redact import Redaction
-from ._session import traced_session
+from .._adapter.session import traced_session
+from .._record.recorder import Recorder
+from .._record.redact import Redaction
 
 if TYPE_CHECKING:
-    from ._connector import TracingConnector
+    from .._adapter.connector import TracingConnector
 
 __all__ = ["main"]
 
@@ -82,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -179,7 +178,7 @@ class _OverrideResolver(AbstractResolver):
 
     def __init__(self, overrides: dict[tuple[str, int], str]) -> None:
         self._overrides = overrides
-        self._fallback = DefaultResolver()
+        self._fallback = aiohttp.DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -212,7 +211,7 @@ async def _run(args: argparse.Namespace, urls: list[URL]) -> tuple[Recorder, lis
     kw: dict[str, Any] = {"family": args.family}
     if overrides:
         kw["resolver"] = _OverrideResolver(overrides)
-    from ._connector import TracingConnector
+    from .._adapter.connector import TracingConnector
 
     connector: TracingConnector = TracingConnector(limit=max(args.concurrency, 1), **kw)
     failures: list[BaseException] = []
@@ -264,7 +263,7 @@ def _slo_violations(rec: Recorder, slo: dict[str, float]) -> list[str]:
 def _emit(rec: Recorder, args: argparse.Namespace) -> None:
     fmt = args.format
     if fmt == "text":
-        from ._render import render_text
+        from .render import render_text
 
         render_text(rec, repeat=args.repeat > 1 or len(rec.requests) > 1)
         return
@@ -285,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiotrace`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
-        from ._demo import demo_main
+        from .demo import demo_main
 
         return demo_main(argv[1:])
     parser = _parser()

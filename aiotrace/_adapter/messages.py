@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse
 
-from ._state import _now
+from .._trace.clock import now as _now
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aiohttp.connector import Connection
 
-    from ._state import HopState
+    from .._trace.hop import HopState
 
 __all__ = [
     "TracingRequestMixin",

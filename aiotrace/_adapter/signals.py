@@ -20,10 +20,12 @@ from typing import Any, cast
 from aiohttp import TraceConfig
 from yarl import URL
 
-from ._context import running_request, scoped_trace
-from ._events import ConnInfo
-from ._hooks import ClientTrace, compose
-from ._state import ConnState, HopState, RequestState
+from .._trace.connection import ConnState
+from .._trace.context import scoped_trace
+from .._trace.events import ConnInfo
+from .._trace.hooks import ClientTrace, compose
+from .._trace.hop import HopState
+from .._trace.request import RequestState, running_request
 
 __all__ = ["trace_config"]
 

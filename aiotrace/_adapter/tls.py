@@ -15,12 +15,12 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from ._aiohttp_private import AIOHTTP_DEFAULT_SSL_CONTEXTS, make_ssl_context
-from ._context import running_request
-from ._events import TLSInfo
+from .._trace.events import TLSInfo
+from .._trace.request import running_request
+from .private import AIOHTTP_DEFAULT_SSL_CONTEXTS, make_ssl_context
 
 if TYPE_CHECKING:
-    from ._state import HopState
+    from .._trace.hop import HopState
 
 __all__ = ["TracingSSLObject", "tls_info", "traceable"]
 

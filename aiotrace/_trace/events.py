@@ -8,13 +8,13 @@ where Go has them. Events are built only for hooks someone set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
     from multidict import CIMultiDictProxy
     from yarl import URL
-
-    from ._state import RequestState
 
 __all__ = [
     "ConnInfo",
@@ -83,6 +83,18 @@ def _fast_new(cls: type[_E]) -> type[_E]:
     return cls
 
 
+class HookRunner(Protocol):
+    """Runs a request's coroutine hooks in event order (``request.SerialRunner``)."""
+
+    def schedule(self, fn: Callable[[Any], Coroutine[Any, Any, object]], event: object) -> None: ...
+
+
+class RequestHandle(Protocol):
+    """What an event's round trip keeps of its request (``request.RequestState``, higher up)."""
+
+    def serial(self) -> HookRunner: ...
+
+
 @_fast_new
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoundTrip(_Event):
@@ -93,7 +105,7 @@ class RoundTrip(_Event):
     url: URL
     hop: int
     attempt: int
-    _state: RequestState = field(repr=False, compare=False)
+    _state: RequestHandle = field(repr=False, compare=False)
 
 
 @_fast_new

@@ -1,6 +1,6 @@
 """``traced_session()`` and the request boundary: where a traced request begins and ends.
 
-The boundary wraps the session's ``_request`` (see ``_aiohttp_private.install_request_boundary``).
+The boundary wraps the session's ``_request`` (see ``private.install_request_boundary``).
 Per call it composes the per-request trace (``trace_request_ctx=``), the scoped trace
 (``with_client_trace``) and the session's ``trace=``, innermost first. None active: it returns
 aiohttp's own coroutine, untouched. Otherwise it makes the :class:`RequestState`, fires
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse, ClientSession
 
-from ._aiohttp_private import install_request_boundary
-from ._connector import TracingConnector
-from ._context import RequestCell, current_request, scoped_trace
-from ._hooks import ClientTrace, compose
-from ._request import traced_request_class
-from ._state import RequestState
+from .._trace.context import scoped_trace
+from .._trace.hooks import ClientTrace, compose
+from .._trace.request import RequestCell, RequestState, current_request
+from .connector import TracingConnector
+from .messages import traced_request_class
+from .private import install_request_boundary
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine

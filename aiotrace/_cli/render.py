@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from yarl import URL
 
-from ._timeline import PHASES
+from .._record.timeline import PHASES
 
 if TYPE_CHECKING:
-    from ._recorder import Recorder
-    from ._redact import Redaction
-    from ._timeline import Hop, RequestTimeline
+    from .._record.recorder import Recorder
+    from .._record.redact import Redaction
+    from .._record.timeline import Hop, RequestTimeline
 
 __all__ = ["render_text"]
 

@@ -11,8 +11,8 @@ narrow overrides below find the round trip through the ``current_request`` Conte
 
 * ``_wait_for_available_connection`` — pool_wait_start / pool_wait_done;
 * ``_resolve_host`` — dns_start / dns_done (cache hits and coalesced lookups included);
-* the socket factory (``_sockets.py``) — connect_start / connect_done per address;
-* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``_tls.py``).
+* the socket factory (``sockets.py``) — connect_start / connect_done per address;
+* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``tls.py``).
 
 From ``got_conn`` on, the connection's protocol points at the round trip, and ``_release``
 (the connection leaving the request) ends it: ``response_body_done`` then ``put_idle_conn``.
@@ -30,7 +30,7 @@ opened and still holds is not seen as busy.
 Private aiohttp methods overridden here (signatures identical in 3.12.15 and 3.14.5, checked
 against both sources and by the test suite on both): ``_wait_for_available_connection``,
 ``_resolve_host``, ``_get_ssl_context``, ``_release``. Private state
-read goes through ``_aiohttp_private.py``.
+read goes through ``_adapter/private.py``.
 """
 
 from __future__ import annotations
@@ -43,13 +43,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import TCPConnector
 from aiohttp.helpers import is_ip_address
 
-from ._aiohttp_private import dns_cache_state, install_protocol_factory
-from ._context import current_request, running_request
-from ._protocol import TracingResponseHandler
-from ._request import _response_classes, traced_response_class
-from ._sockets import make_socket_factory
-from ._state import HostHistory, _now
-from ._tls import tls_info, traceable
+from .._trace.clock import now as _now
+from .._trace.connection import HostHistory
+from .._trace.request import current_request, running_request
+from .messages import _response_classes, traced_response_class
+from .private import dns_cache_state, install_protocol_factory
+from .protocol import TracingResponseHandler
+from .sockets import make_socket_factory
+from .tls import tls_info, traceable
 
 if TYPE_CHECKING:
     import ssl
@@ -58,7 +59,8 @@ if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
     from aiohttp.connector import Connection
 
-    from ._state import ConnState, HopState
+    from .._trace.connection import ConnState
+    from .._trace.hop import HopState
 
 __all__ = ["ConnectionNotPooled", "TracingConnector"]
 
@@ -158,7 +160,7 @@ class TracingConnector(TCPConnector):
         if cell is None or (state := cell.state) is None:
             return _tcp_connect(self, req, traces, timeout)  # untraced: aiohttp's own coroutine
         hop = state.begin_hop(req.method, req.url)
-        # The response reports the request written (_request.py); only traced requests get it.
+        # The response reports the request written (messages.py); only traced requests get it.
         base = req.response_class
         req.response_class = _response_classes.get(base) or traced_response_class(base)
         return self._traced_connect(hop, req, traces, timeout)
