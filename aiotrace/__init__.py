@@ -12,7 +12,7 @@ bottom up (each imports only those below it; ``lint-imports`` checks it):
 * ``otel`` and ``testing`` (public modules), and ``_cli``: the command.
 """
 
-from ._adapter.connector import ConnectionNotPooled, TracingConnector
+from ._adapter.connector import ConnectionNotPooled, TracingConnector, TracingUnixConnector
 from ._adapter.session import traced_session
 from ._adapter.signals import trace_config
 from ._adapter.tls import preload_default_twins
@@ -34,6 +34,8 @@ from ._trace.events import (
     GotFirstResponseByteInfo,
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
+    ProxyConnectDoneInfo,
+    ProxyConnectStartInfo,
     PutIdleConnInfo,
     RedirectInfo,
     RequestDoneInfo,
@@ -63,6 +65,7 @@ __all__ = [
     # Wiring a session
     "traced_session",
     "TracingConnector",
+    "TracingUnixConnector",
     "trace_config",
     # Timelines
     "Recorder",
@@ -86,6 +89,8 @@ __all__ = [
     "GetConnInfo",
     "PoolWaitStartInfo",
     "PoolWaitDoneInfo",
+    "ProxyConnectStartInfo",
+    "ProxyConnectDoneInfo",
     "DNSStartInfo",
     "DNSDoneInfo",
     "ConnectStartInfo",

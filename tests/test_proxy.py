@@ -10,6 +10,7 @@ CONNECT proxy of ``peers.connect_proxy``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -346,7 +347,10 @@ async def test_auth_proxy_refuses_without_and_tunnels_with_credentials(
         assert log.of("got_conn", rid)[0].conn.proxy == auth_proxy.url
 
 
-@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings(
+    "ignore:BasicAuth is deprecated:DeprecationWarning",  # aiohttp 3.14
+    "ignore:The 'proxy_auth' parameter is deprecated:DeprecationWarning",
+)
 async def test_proxy_auth_argument_on_plain_http_and_tunnels(
     session: aiohttp.ClientSession,
     origin: TestServer,
@@ -453,9 +457,9 @@ async def test_proxy_credentials_never_reach_an_export(
             )
     assert password in str(refused.value)  # aiohttp's own message names the proxy URL whole
     path = tmp_path / "out.jsonl"
-    rec.to_jsonl(path)
+    await asyncio.to_thread(rec.to_jsonl, path)
     exports = [
-        path.read_text(),
+        await asyncio.to_thread(path.read_text),
         json.dumps(rec.to_har()),
         json.dumps([t.to_dict() for t in rec.requests]),
         json.dumps([c.to_dict() for c in rec.connections]),

@@ -118,7 +118,7 @@ async def test_unix_socket_nothing_listening_fails_the_connect(socket_path: str)
     ) as session:
         with capture_events(HOOKS) as log, pytest.raises(aiohttp.ClientConnectorError) as caught:
             await fetch(session, "http://localhost/")
-    assert type(caught.value) is aiohttp.UnixClientConnectorError
+    assert type(caught.value).__name__ == "UnixClientConnectorError"  # not exported by aiohttp
     assert log.names() == [
         "request_start", "get_conn", "connect_start", "connect_done", "request_exception",
         "request_done",

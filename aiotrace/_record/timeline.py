@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._trace.clock import now as _now
 from .._trace.clock import wall_time
-from .redact import DEFAULT_REDACTION, Redaction
+from .._trace.connection import proxy_label
+from .redact import DEFAULT_REDACTION, Redaction, without_credentials
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -226,11 +227,29 @@ def hop_timings(h: HopState) -> tuple[Timings, Marks]:
 
 
 def _error(err: BaseException | None) -> str | None:
+    """An error as ``Type: message``, with any URL's credentials taken out (aiohttp's proxy
+    errors name the proxy URL whole)."""
     if err is None:
         return None
-    text = str(err)
+    text = without_credentials(str(err))
     name = type(err).__name__
     return f"{name}: {text}" if text else name
+
+
+def _proxy(h: HopState, info: ConnInfo | None) -> str | None:
+    """The proxy the round trip went through, without credentials."""
+    if info is not None:
+        return info.proxy
+    proxy = h.proxy
+    return None if proxy is None else proxy_label(proxy)
+
+
+def _tunnel_ms(h: HopState) -> float | None:
+    """The CONNECT tunnel's round trip (ms), where this round trip opened one."""
+    start, done = h.t_tunnel_start, h.t_tunnel_done
+    if start is None:
+        return None
+    return _ms(start, done if done is not None else (h.t_end or start))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +270,9 @@ class Hop:
     dns_addrs: tuple[str, ...]
     dns_cached: bool
     dns_coalesced: bool
+    proxy: str | None
+    tunnel: float | None
+    proxy_status: int | None
     timings: Timings
     marks: Marks
     error: str | None
@@ -259,6 +281,7 @@ class Hop:
     def of(cls, h: HopState) -> Hop:
         timings, marks = hop_timings(h)
         conn = h.conn
+        info = conn.info if conn is not None else None
         return cls(
             index=h.index,
             attempt=h.attempt,
@@ -266,7 +289,7 @@ class Hop:
             url=h.url,
             status=h.status,
             started_at=wall_time(h.t_get_conn),
-            connection=conn.info if conn is not None else None,
+            connection=info,
             reused=h.reused,
             was_idle=h.reused,
             idle_time=h.idle_time,
@@ -274,6 +297,9 @@ class Hop:
             dns_addrs=h.addrs,
             dns_cached=h.dns_cached,
             dns_coalesced=h.dns_coalesced,
+            proxy=_proxy(h, info),
+            tunnel=_tunnel_ms(h),
+            proxy_status=h.tunnel_status,
             timings=timings,
             marks=marks,
             error=_error(h.err),
@@ -298,6 +324,13 @@ class Hop:
                 "addrs": list(self.dns_addrs),
                 "cached": self.dns_cached,
                 "coalesced": self.dns_coalesced,
+            },
+            "proxy": None
+            if self.proxy is None
+            else {
+                "url": redaction.url(self.proxy),
+                "tunnel_ms": self.tunnel,
+                "status": self.proxy_status,
             },
             "timings": asdict(self.timings),
             "marks": asdict(self.marks),
