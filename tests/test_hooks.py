@@ -608,6 +608,11 @@ async def test_propagate_errors_fails_the_request_with_the_hook_error(
             session, url,
             trace_request_ctx=aiotrace.ClientTrace(got_first_response_byte=boom, propagate_errors=True),
         )  # fmt: skip
+    with pytest.raises(HookError):
+        await fetch(
+            session, url,
+            trace_request_ctx=aiotrace.ClientTrace(put_idle_conn=boom, propagate_errors=True),
+        )  # fmt: skip
     assert await fetch(session, url) == (200, b"hello")
 
 

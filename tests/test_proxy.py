@@ -96,6 +96,14 @@ async def session(
     connector = aiotrace.TracingConnector(resolver=dns_resolver, ssl=client_ssl_ctx)
     async with aiotrace.traced_session(connector=connector) as s:
         yield s
+    await tls_in_tunnels_closed()
+
+
+async def tls_in_tunnels_closed() -> None:
+    """Let TLS inside CONNECT tunnels finish closing after their session did (aiohttp's
+    "graceful shutdown", traced or not: without it the event loop may close first and leave
+    the tunnels' sockets to the garbage collector)."""
+    await asyncio.sleep(0.1)
 
 
 async def fetch(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, str]:
@@ -387,6 +395,7 @@ async def test_session_wide_proxy(
     async with aiotrace.traced_session(connector=connector, proxy=named(http_proxy)) as s:
         with capture_events(HOOKS) as log:
             assert (await fetch(s, f"https://127.0.0.1:{tls_origin.port}/"))[0] == 200
+    await tls_in_tunnels_closed()
     assert log.names() == HTTPS_VIA_TUNNEL
     assert log.of("got_conn")[0].conn.proxy == named(http_proxy)
 
@@ -412,6 +421,7 @@ async def test_proxies_from_the_environment_and_no_proxy(
             assert (await fetch(s, f"http://127.0.0.1:{origin.port}/"))[0] == 200
             assert (await fetch(s, f"https://127.0.0.1:{tls_origin.port}/"))[0] == 200
             assert (await fetch(s, f"http://b.test:{origin.port}/"))[0] == 200
+    await tls_in_tunnels_closed()
     plain, tunnelled, direct = log.request_ids()
     assert log.names(plain) == HTTP_VIA_PROXY
     assert log.names(tunnelled) == HTTPS_VIA_TUNNEL
