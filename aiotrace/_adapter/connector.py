@@ -1,36 +1,54 @@
-"""``TracingConnector``: the round trip's connection events, and the reuse detector.
+"""``TracingConnector`` and ``TracingUnixConnector``: the round trip's connection events,
+and the reuse detector.
 
 Theory of operation
 -------------------
 ``connect()`` is where a round trip begins (once per hop and per retry: aiohttp calls it
 again for each). With no traced request running it returns aiohttp's own coroutine and adds
-nothing else. With one, it opens a round trip (``get_conn``; a ``redirect`` or ``retry``
-first when it is not the request's first), lets aiohttp get the connection, and fires
-``got_conn``. Everything aiohttp does inside ``connect()`` runs in the caller's task, so the
-narrow overrides below find the round trip through the ``current_request`` ContextVar:
+nothing else. With one, it opens a round trip (``get_conn``, naming the proxy if the request
+has one, as Go's GetConn does; a ``redirect`` or ``retry`` first when it is not the request's
+first), lets aiohttp get the connection, and fires ``got_conn``. Everything aiohttp does
+inside ``connect()`` runs in the caller's task, so the narrow overrides below find the round
+trip through the ``current_request`` ContextVar:
 
 * ``_wait_for_available_connection`` — pool_wait_start / pool_wait_done;
-* ``_resolve_host`` — dns_start / dns_done (cache hits and coalesced lookups included);
-* the socket factory (``sockets.py``) — connect_start / connect_done per address;
-* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``tls.py``).
+* ``_resolve_host`` — dns_start / dns_done (cache hits and coalesced lookups included; through
+  a proxy, the proxy's name);
+* the socket factory (``sockets.py``) — connect_start / connect_done per address; over a Unix
+  socket, ``_create_connection`` — one connect to the path;
+* ``_warn_about_tls_in_tls`` / ``_start_tls_connection`` / ``_create_proxy_connection`` —
+  proxy_connect_start / proxy_connect_done, the CONNECT tunnel of HTTPS through a proxy;
+* ``_get_ssl_context`` — the context whose ``SSLObject`` reports the handshake (``tls.py``);
+  through a tunnel, the origin's handshake inside it.
 
 From ``got_conn`` on, the connection's protocol points at the round trip, and ``_release``
-(the connection leaving the request) ends it: ``response_body_done`` then ``put_idle_conn``.
+(the connection leaving the request) ends it: ``response_body_done``, then ``put_idle_conn``
+where Go would call PutIdleConn: the connection went back to the pool (``err`` None), or was
+live and reusable but the pool refused it (aiohttp's only refusal: its connector has closed).
+A connection that is dead or not reusable (reset, ``Connection: close``, body unread,
+keep-alive disabled) fires none; the protocol records why it closed on its ``ConnState``. A
+``101`` response detaches the connection at ``request_end`` (``request.py``): it is the
+caller's from then on, and its close is recorded as ``upgraded``.
 
 The reuse detector: every connection carries a ``ConnState`` (id, opened, served, released).
 A round trip reused a connection when it got one that was released before (every pooled
 connection was); otherwise it opened it. The idle time is from the connection's last
 release. When it opened one, ``reuse_miss`` says why no pooled one served:
 ``keepalive_disabled``, ``stale_retry``, ``first``, ``busy`` (every live connection to the
-host was in use), or how the last one to the host ended (``server_closed``, ``idle_timeout``,
-``error``, ``closed``). A connection learns its pool key and joins its host's history when a
-traced round trip opens it, or else at its first release: a connection an untraced request
-opened and still holds is not seen as busy.
+host was in use, a WebSocket's included), or how the last one to the host ended
+(``server_closed``, ``idle_timeout``, ``error``, ``closed``, ``upgraded``). The pool key is
+aiohttp's: host, port, TLS and the proxy, so a tunnel is reused only for its proxy and origin.
+A connection learns its pool key and joins its host's history when a traced round trip opens
+it, or else at its first release: a connection an untraced request opened and still holds is
+not seen as busy.
 
 Private aiohttp methods overridden here (signatures identical in 3.12.15 and 3.14.5, checked
 against both sources and by the test suite on both): ``_wait_for_available_connection``,
-``_resolve_host``, ``_get_ssl_context``, ``_release``. Private state
-read goes through ``_adapter/private.py``.
+``_resolve_host``, ``_get_ssl_context``, ``_release``, ``_create_proxy_connection``,
+``_warn_about_tls_in_tls``, ``_start_tls_connection`` (``TCPConnector``) and
+``_create_connection`` (``UnixConnector``). The tunnel's three are called only on the proxied
+path: a direct request pays nothing for them. Private state read goes through
+``_adapter/private.py``.
 """
 
 from __future__ import annotations
@@ -75,7 +93,8 @@ _NOT_POOLED = {
 
 
 class ConnectionNotPooled(ConnectionError):
-    """Why a connection went back closed instead of idle (``put_idle_conn``'s ``err``)."""
+    """Why a connection was not pooled: ``put_idle_conn``'s ``err`` where the pool refused it,
+    and ``response_body_done``'s where the body was left unread (``reason``: a close reason)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)

@@ -543,7 +543,7 @@ class ConnectionRecord:
     @property
     def close_reason(self) -> str | None:
         """``server_closed``, ``idle_timeout``, ``keepalive_disabled``, ``error``,
-        ``session_closed`` or ``closed``; ``None`` while open."""
+        ``session_closed``, ``upgraded`` (a WebSocket's) or ``closed``; ``None`` while open."""
         return self._cs.close_reason
 
     def to_dict(self) -> dict[str, Any]:
