@@ -485,4 +485,5 @@ async def test_proxy_credentials_never_reach_an_export(
         assert secret_header.split()[1] not in text
     hops = [t.hops[-1] for t in rec.requests]
     assert [h.proxy for h in hops] == [auth_proxy.url, auth_proxy.url, refusing.url.rstrip("/")]
+    assert [c.proxy for c in rec.connections] == [auth_proxy.url, auth_proxy.url]
     assert hops[2].error is not None and "407" in hops[2].error

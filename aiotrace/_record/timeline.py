@@ -532,6 +532,12 @@ class ConnectionRecord:
         return info.local_addr if info else None
 
     @property
+    def proxy(self) -> str | None:
+        """The proxy it goes through (its URL without credentials), if any."""
+        info = self._cs.info
+        return info.proxy if info else None
+
+    @property
     def opened_at(self) -> float:
         return wall_time(self._cs.opened_at)
 
@@ -552,6 +558,7 @@ class ConnectionRecord:
             "id": self.id,
             "remote_addr": self.remote_addr,
             "local_addr": self.local_addr,
+            "proxy": self.proxy,
             "tls": asdict(info.tls) if info is not None and info.tls is not None else None,
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,
