@@ -18,7 +18,8 @@ from ._adapter.signals import trace_config
 from ._adapter.tls import preload_default_twins
 from ._record.recorder import Recorder
 from ._record.redact import Redaction
-from ._record.stats import HostStats, LatencyHistogram, Quantiles
+from ._record.stalls import LoopStallMonitor
+from ._record.stats import HostStats, LatencyHistogram, Quantiles, Stats
 from ._record.timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
 from ._trace.context import context_client_trace, with_client_trace
 from ._trace.events import (
@@ -75,10 +76,12 @@ __all__ = [
     "Marks",
     "Redirect",
     "ConnectionRecord",
+    "Stats",
     "HostStats",
     "LatencyHistogram",
     "Quantiles",
     "Redaction",
+    "LoopStallMonitor",
     # Events: the request and its connection
     "RoundTrip",
     "ConnInfo",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientRequest, ClientResponse, ClientSession
 
+from .._trace.clock import now as _now
 from .._trace.context import scoped_trace
 from .._trace.hooks import ClientTrace, compose
 from .._trace.request import RequestCell, RequestState, current_request
@@ -86,9 +87,51 @@ def _boundary(
         else:
             trace = compose(per_request, scoped, session_trace)
         assert trace is not None
+        sampling = (trace._dispatch or trace.dispatch()).sampling
+        if sampling is not None:  # head sampling: decided here, once for the whole request
+            chosen, counters = sampling.decide(method, str_or_url)
+            if chosen is not None:
+                run = _traced(aiohttp_request, chosen, scoped is not None, method, str_or_url, kw)
+                return _counted(run, counters, False, method, str_or_url) if counters else run
+            if counters or scoped is not None:
+                run = aiohttp_request(method, str_or_url, **kw)
+                return _counted(run, counters, scoped is not None, method, str_or_url)
+            return aiohttp_request(method, str_or_url, **kw)
         return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
 
     return _request
+
+
+async def _counted(
+    run: Coroutine[Any, Any, Any],
+    counters: tuple[Callable[..., None], ...],
+    leave_scope: bool,
+    method: str,
+    str_or_url: Any,
+) -> Any:
+    """Run the request, then tell each counter ``(method, url, status, error, start, end)``:
+    one clock read at each end, nothing per phase.
+
+    For a request no trace sampled (``run`` is aiohttp's own coroutine), ``leave_scope``
+    leaves the scoped trace while it runs, as ``_traced`` does: contexts aiohttp copies
+    (timers, pooled transports) must not keep the trace, nor a Recorder behind it, alive.
+    """
+    token = scoped_trace.set(None) if leave_scope else None
+    t0 = _now()
+    try:
+        response = await run
+    except BaseException as e:
+        t1 = _now()
+        for count in counters:
+            count(method, str_or_url, None, e, t0, t1)
+        raise
+    finally:
+        if token is not None:
+            scoped_trace.reset(token)
+    t1 = _now()
+    for count in counters:
+        count(method, str_or_url, response.status, None, t0, t1)
+    return response
 
 
 async def _traced(

@@ -11,6 +11,9 @@ next phase and the phases always add up to ``total`` exactly. A phase that did n
 ``None`` (HAR writes -1). A phase cut short by a failure ends when the round trip failed;
 nothing is ever negative. Times are milliseconds.
 
+Loop stalls (a Recorder with ``loop_stalls``) are given per phase on the same layout: how
+many of a phase's ms the event loop was stalled (``stalls.py``), as a second ``Timings``.
+
 Marks are curl's ``--write-out`` timers: cumulative milliseconds from the hop's start to
 the end of name lookup, TCP connect, TLS (``appconnect``), connection ready
 (``pretransfer``), first byte (``starttransfer``) and the end (``total``).
@@ -21,7 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from itertools import repeat
 from operator import add, mul, sub
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._trace.clock import now as _now
 from .._trace.clock import wall_time
@@ -42,11 +45,15 @@ __all__ = [
     "Marks",
     "Redirect",
     "RequestTimeline",
+    "StallSource",
     "Timings",
     "hop_timings",
 ]
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
+# A request no trace sampled, kept by a Recorder with ``keep_errors`` from what the request
+# boundary saw: its state's ``observer_data`` (it has no round trips).
+UNSAMPLED = "aiotrace.unsampled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +68,16 @@ class Timings:
     wait: float | None
     receive: float | None
     total: float
+
+
+class StallSource(Protocol):
+    """Where a timeline finds its round trips' loop stalls (a Recorder's, see _recorder.py)."""
+
+    def hop_stalls(
+        self, state: RequestState, position: int, hop: HopState
+    ) -> list[float | None] | None:
+        """Stall ms of each phase of ``state``'s round trip ``hop`` (``PHASES`` order, ``None``
+        where the phase did not happen); ``None``: not known."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,9 +293,12 @@ class Hop:
     timings: Timings
     marks: Marks
     error: str | None
+    stalls: Timings | None = None
+    """ms of each phase (and of the total) the event loop was stalled, as ``timings`` lays
+    them out; ``None`` unless a Recorder's ``loop_stalls`` monitor watched the round trip."""
 
     @classmethod
-    def of(cls, h: HopState) -> Hop:
+    def of(cls, h: HopState, stalls: list[float | None] | None = None) -> Hop:
         timings, marks = hop_timings(h)
         conn = h.conn
         info = conn.info if conn is not None else None
@@ -303,6 +323,7 @@ class Hop:
             timings=timings,
             marks=marks,
             error=_error(h.err),
+            stalls=None if stalls is None else _stall_timings(stalls),
         )
 
     def to_dict(self, redaction: Redaction = DEFAULT_REDACTION) -> dict[str, Any]:
@@ -335,7 +356,22 @@ class Hop:
             "timings": asdict(self.timings),
             "marks": asdict(self.marks),
             "error": self.error,
+            "stalls": asdict(self.stalls) if self.stalls is not None else None,
         }
+
+
+def _stall_timings(values: list[float | None]) -> Timings:
+    blocked, dns, connect, tls, send, wait, receive = values
+    return Timings(
+        blocked=blocked,
+        dns=dns,
+        connect=connect,
+        tls=tls,
+        send=send,
+        wait=wait,
+        receive=receive,
+        total=sum(v for v in values if v is not None),
+    )
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -343,13 +379,33 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
+def _summed(ts: list[Timings]) -> Timings:
+    """Each phase summed over ``ts`` (``None`` where it is ``None`` in all)."""
+    if not ts:
+        return Timings(
+            blocked=None, dns=None, connect=None, tls=None,
+            send=None, wait=None, receive=None, total=0.0,
+        )  # fmt: skip
+    return Timings(
+        blocked=_sum([t.blocked for t in ts]),
+        dns=_sum([t.dns for t in ts]),
+        connect=_sum([t.connect for t in ts]),
+        tls=_sum([t.tls for t in ts]),
+        send=_sum([t.send for t in ts]),
+        wait=_sum([t.wait for t in ts]),
+        receive=_sum([t.receive for t in ts]),
+        total=sum(t.total for t in ts),
+    )
+
+
 class RequestTimeline:
     """One request: its hops, redirect chain, retries and summed timings (a live view)."""
 
-    __slots__ = ("_hops", "_state")
+    __slots__ = ("_hops", "_stalls", "_state")
 
-    def __init__(self, state: RequestState) -> None:
+    def __init__(self, state: RequestState, stalls: StallSource | None = None) -> None:
         self._state = state
+        self._stalls = stalls
         self._hops: list[Hop] | None = None
 
     def __repr__(self) -> str:
@@ -402,7 +458,12 @@ class RequestTimeline:
         hops = self._hops
         if hops is not None:
             return hops
-        hops = [Hop.of(h) for h in self._state.hops]
+        source = self._stalls
+        if source is None:
+            hops = [Hop.of(h) for h in self._state.hops]
+        else:
+            state = self._state
+            hops = [Hop.of(h, source.hop_stalls(state, i, h)) for i, h in enumerate(state.hops)]
         if self._state.done:
             self._hops = hops
         return hops
@@ -427,21 +488,22 @@ class RequestTimeline:
         """Each phase summed over the hops (``None`` where it happened in none)."""
         hops = self.hops
         if not hops:
+            s = self._state  # unsampled and kept: the boundary's time to the response or error
+            total = _ms(s.t_start, s.t_done or s.t_start) if s.observer_data is UNSAMPLED else 0.0
             return Timings(
                 blocked=None, dns=None, connect=None, tls=None,
-                send=None, wait=None, receive=None, total=0.0,
+                send=None, wait=None, receive=None, total=total,
             )  # fmt: skip
-        ts = [h.timings for h in hops]
-        return Timings(
-            blocked=_sum([t.blocked for t in ts]),
-            dns=_sum([t.dns for t in ts]),
-            connect=_sum([t.connect for t in ts]),
-            tls=_sum([t.tls for t in ts]),
-            send=_sum([t.send for t in ts]),
-            wait=_sum([t.wait for t in ts]),
-            receive=_sum([t.receive for t in ts]),
-            total=sum(t.total for t in ts),
-        )
+        return _summed([h.timings for h in hops])
+
+    @property
+    def stalls(self) -> Timings | None:
+        """Each phase's loop-stall ms summed over the hops (see ``Hop.stalls``); ``None`` when
+        they are not known for every hop."""
+        ts = [h.stalls for h in self.hops]
+        if not ts or None in ts:
+            return None
+        return _summed(ts)  # type: ignore[arg-type]  # no None in it
 
     @property
     def redirect_time(self) -> float:
@@ -499,8 +561,16 @@ class RequestTimeline:
             "timings": asdict(self.timings),
             "marks": asdict(self.marks),
             "redirect_time": self.redirect_time,
+            "stalls": asdict(stalls) if (stalls := self.stalls) is not None else None,
             "hops": [h.to_dict(redaction) for h in self.hops],
+            **({} if self.sampled else {"sampled": False}),
         }
+
+    @property
+    def sampled(self) -> bool:
+        """``False`` for a request kept although not sampled (``Recorder(keep_errors=True)``):
+        only what the request boundary saw, no round trips."""
+        return self._state.observer_data is not UNSAMPLED
 
 
 class ConnectionRecord:

@@ -53,11 +53,9 @@ from .events import (
     WroteHeadersInfo,
     WroteRequestInfo,
 )
+from .sampling import Sample, make_sampler
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "compose", "hook_name", "log"]
+__all__ = ["HOOK_NAMES", "ClientTrace", "Dispatch", "Sampling", "compose", "hook_name", "log"]
 
 log = logging.getLogger("aiotrace")
 
@@ -105,6 +103,10 @@ class ClientTrace:
     request_done: _Hook[RequestDoneInfo] = None
 
     propagate_errors: bool = False
+    # Head sampling (see sampling.py): a ratio in (0, 1] or a callable (method, url) -> bool,
+    # asked once per request at the request boundary; None traces every request.
+    sample: Sample = None
+    sample_seed: int | None = None
 
     # Internal observers (a Recorder) see the RequestState itself at start and finish,
     # so they need no per-event objects: objects with ``on_start`` and ``on_finish``, each
@@ -114,6 +116,11 @@ class ClientTrace:
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
+    _sampler: Callable[[str, Any], bool] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.sample is not None:  # checked here: a bad ratio fails where it was written
+            object.__setattr__(self, "_sampler", make_sampler(self.sample, self.sample_seed))
 
     def dispatch(self) -> Dispatch:
         """The compiled dispatch table (built on first use, then reused)."""
@@ -124,11 +131,16 @@ class ClientTrace:
         return d
 
 
-HOOK_NAMES: tuple[str, ...] = tuple(
-    f.name
-    for f in fields(ClientTrace)
-    if f.name not in ("propagate_errors", "_observers", "_parts", "_dispatch")
+_NOT_HOOKS = (
+    "propagate_errors",
+    "sample",
+    "sample_seed",
+    "_observers",
+    "_parts",
+    "_dispatch",
+    "_sampler",
 )
+HOOK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ClientTrace) if f.name not in _NOT_HOOKS)
 
 
 def hook_name(fn: object) -> str:
@@ -194,6 +206,7 @@ class Dispatch:
         "finishers",
         "propagating",
         "releases",
+        "sampling",
         "starters",
         "starts",
         "writes",
@@ -228,6 +241,8 @@ class Dispatch:
             and self.wrote_request is None
         )
         self.releases = not (self.response_body_done is None and self.put_idle_conn is None)
+        # Head sampling: None unless a part samples (the boundary then asks ``decide``).
+        self.sampling = Sampling(parts) if any(p._sampler for p in parts) else None
 
     def raised(self, name: str) -> bool:
         """Hook ``name`` raised (call from the emitter's ``except``): ``True`` to re-raise
@@ -242,6 +257,51 @@ class Dispatch:
     if TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> Callable[[Any], None] | None: ...
+
+
+class Sampling:
+    """A sampling trace's decision for one request, asked by the request boundary.
+
+    ``decide(method, url)`` returns the trace to run the request with (the parts that sampled
+    it, composed; ``None``: none did, so the request runs untraced) and the ``on_unsampled``
+    counters of the observers whose part did not sample it. One trace (the usual case): one
+    call of its sampler and no allocation.
+    """
+
+    __slots__ = ("decide",)
+
+    def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        def counters(part: ClientTrace) -> tuple[Callable[..., None], ...]:
+            return tuple(
+                c for o in part._observers if (c := getattr(o, "on_unsampled", None)) is not None
+            )
+
+        self.decide: Callable[[str, Any], tuple[ClientTrace | None, tuple[Any, ...]]]
+        if len(parts) == 1:
+            part = parts[0]
+            sampler = part._sampler
+            assert sampler is not None
+            yes: tuple[ClientTrace | None, tuple[Any, ...]] = (part, ())
+            no: tuple[ClientTrace | None, tuple[Any, ...]] = (None, counters(part))
+
+            def decide_one(method: str, url: Any) -> tuple[ClientTrace | None, tuple[Any, ...]]:
+                return yes if sampler(method, url) else no
+
+            self.decide = decide_one
+            return
+        each = tuple((p, p._sampler, counters(p)) for p in parts)
+
+        def decide(method: str, url: Any) -> tuple[ClientTrace | None, tuple[Any, ...]]:
+            chosen: list[ClientTrace] = []
+            declined: list[Any] = []
+            for part, sampler, part_counters in each:
+                if sampler is None or sampler(method, url):
+                    chosen.append(part)
+                else:
+                    declined.extend(part_counters)
+            return compose(*chosen), tuple(declined)
+
+        self.decide = decide
 
 
 # Composed traces by their parts' ids. Weak values: a composed trace holds its parts, so a
