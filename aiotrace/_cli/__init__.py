@@ -1,5 +1,5 @@
 """The ``aiotrace`` command: ``aiotrace URL`` as curl and httpstat users expect it, and its
-subcommands (``demo``).
+subcommands (``demo``, ``crawl``).
 
 The top layer: may import everything in aiotrace, and aiohttp's public names only.
 
@@ -12,5 +12,7 @@ The top layer: may import everything in aiotrace, and aiohttp's public names onl
 * ``verbose``: ``-v``, each hook as it fires, one line each;
 * ``exits``: the failed phase and broken ``--slo`` lines, and the exit statuses;
 * ``exports``: ``--json``, ``--jsonl`` and ``--har`` documents;
-* ``demo``: ``aiotrace demo``, the guided tour, on ``loopback``'s HTTP, HTTPS and DNS servers.
+* ``demo``: ``aiotrace demo``, the guided tour, on ``loopback``'s HTTP, HTTPS and DNS servers;
+* ``crawl``: ``aiotrace crawl``, a URL list traced concurrently (``crawl_report``: its
+  per-host summary and JSON document; ``crawl_view``: its progress bar and terminal summary).
 """

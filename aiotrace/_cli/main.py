@@ -36,6 +36,10 @@ __all__ = ["SUBCOMMANDS", "main"]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("a guided tour on loopback servers: no network needed", "aiotrace._cli.demo:main"),
+    "crawl": (
+        "trace a list of URLs concurrently: a summary per host, JSON/HAR/HTML reports",
+        "aiotrace._cli.crawl:crawl_main",
+    ),
 }
 """Subcommand name -> (one-line summary for --help, ``module:function`` taking the argv left
 and returning the exit status). A new subcommand adds itself here."""
