@@ -12,7 +12,7 @@ bottom up (each imports only those below it; ``lint-imports`` checks it):
 * ``otel`` and ``testing`` (public modules), and ``_cli``: the command.
 """
 
-from ._adapter.connector import ConnectionNotPooled, TracingConnector
+from ._adapter.connector import ConnectionNotPooled, TracingConnector, TracingUnixConnector
 from ._adapter.session import traced_session
 from ._adapter.signals import trace_config
 from ._adapter.tls import preload_default_twins
@@ -36,6 +36,8 @@ from ._trace.events import (
     GotFirstResponseByteInfo,
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
+    ProxyConnectDoneInfo,
+    ProxyConnectStartInfo,
     PutIdleConnInfo,
     RedirectInfo,
     RequestDoneInfo,
@@ -65,6 +67,7 @@ __all__ = [
     # Wiring a session
     "traced_session",
     "TracingConnector",
+    "TracingUnixConnector",
     "trace_config",
     # Timelines
     "Recorder",
@@ -93,6 +96,8 @@ __all__ = [
     "GetConnInfo",
     "PoolWaitStartInfo",
     "PoolWaitDoneInfo",
+    "ProxyConnectStartInfo",
+    "ProxyConnectDoneInfo",
     "DNSStartInfo",
     "DNSDoneInfo",
     "ConnectStartInfo",

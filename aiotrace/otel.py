@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._record.redact import DEFAULT_REDACTION, Redaction
+from ._record.redact import DEFAULT_REDACTION, Redaction, without_credentials
 from ._record.timeline import PHASES, phase_values, pooled_phase_values
 from ._trace.clock import wall_time
 from ._trace.hooks import ClientTrace
@@ -118,7 +118,7 @@ class OTelTrace:
             start_time=_ns(state.t_start),
         )
         if err is not None:
-            span.set_status(Status(StatusCode.ERROR, str(err)))
+            span.set_status(Status(StatusCode.ERROR, without_credentials(str(err))))
         elif status is not None and status >= 400:
             span.set_status(Status(StatusCode.ERROR))
         if not single:
@@ -199,5 +199,5 @@ class OTelTrace:
             start_time=_ns(hop.t_get_conn),
         )
         if err is not None:
-            span.set_status(Status(StatusCode.ERROR, str(err)))
+            span.set_status(Status(StatusCode.ERROR, without_credentials(str(err))))
         span.end(end_time=_ns(hop.t_body_done or hop.t_end or hop.t_get_conn))

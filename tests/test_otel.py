@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from peers import RawServer, connect_proxy
 
 import aiotrace
 from aiotrace.otel import OTelTrace
@@ -125,3 +127,30 @@ async def test_single_round_trip_is_one_span_with_its_details(
     assert b["http.response.status_code"] == 404 and b["error.type"] == "404"
     assert second.status.status_code is StatusCode.ERROR
     assert not [s for s in spans if s.parent is not None]
+
+
+async def test_a_proxy_error_span_names_the_proxy_without_credentials(
+    raw_peer: Callable[..., Awaitable[RawServer]],
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A 407 from a proxy whose URL carries credentials: the span's error status keeps
+    aiohttp's message but not the password it quotes."""
+    tracer_provider, exporter = provider
+    refusing = await raw_peer(
+        connect_proxy(
+            "reply",
+            reply=b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+        )
+    )
+    otel = OTelTrace(tracer_provider=tracer_provider)
+    async with aiotrace.traced_session(trace=otel) as session:
+        with pytest.raises(aiohttp.ClientHttpProxyError) as refused:
+            async with session.get(
+                "https://127.0.0.1:1/", proxy=f"http://user:hunter2@127.0.0.1:{refusing.port}"
+            ):
+                pass
+    assert "hunter2" in str(refused.value)  # aiohttp's own message quotes the proxy URL whole
+    [span] = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    description = span.status.description or ""
+    assert "407" in description and "hunter2" not in description and "user@" not in description

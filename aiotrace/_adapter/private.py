@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
-    from aiohttp import ClientSession, TCPConnector
+    from aiohttp import BaseConnector, ClientSession, TCPConnector
     from aiohttp.client_proto import ResponseHandler
 
 __all__ = [
@@ -46,7 +46,7 @@ def make_ssl_context(verified: bool) -> ssl.SSLContext:
 
 
 def install_protocol_factory(
-    connector: TCPConnector, protocol_class: Callable[..., ResponseHandler]
+    connector: BaseConnector, protocol_class: Callable[..., ResponseHandler]
 ) -> None:
     """Make the connector build ``protocol_class`` connections.
 

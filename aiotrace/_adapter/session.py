@@ -18,7 +18,7 @@ from .._trace.clock import now as _now
 from .._trace.context import scoped_trace
 from .._trace.hooks import ClientTrace, compose
 from .._trace.request import RequestCell, RequestState, current_request
-from .connector import TracingConnector
+from .connector import TracingConnector, TracingUnixConnector
 from .messages import traced_request_class
 from .private import install_request_boundary
 
@@ -42,7 +42,7 @@ def _as_trace(obj: object, what: str) -> ClientTrace | None:
 def traced_session(
     *,
     trace: ClientTrace | Any = None,
-    connector: TracingConnector | None = None,
+    connector: TracingConnector | TracingUnixConnector | None = None,
     request_class: type[ClientRequest] = ClientRequest,
     response_class: type[ClientResponse] = ClientResponse,
     **kwargs: Any,
@@ -51,15 +51,17 @@ def traced_session(
 
     ``trace=`` (a :class:`ClientTrace` or a :class:`Recorder`) traces every request of the
     session, composing with scoped and per-request traces. ``connector`` must be a
-    :class:`TracingConnector` (one with default settings is made if omitted).
+    :class:`TracingConnector` (one with default settings is made if omitted) or, for a Unix
+    socket, a :class:`TracingUnixConnector`.
     """
     session_trace = _as_trace(trace, "trace=")
     if connector is None:
         connector = TracingConnector()
-    elif not isinstance(connector, TracingConnector):
+    elif not isinstance(connector, (TracingConnector, TracingUnixConnector)):
         raise TypeError(
-            "traced_session(connector=...) needs an aiotrace.TracingConnector "
-            f"(it takes every TCPConnector argument), not {type(connector).__name__}"
+            "traced_session(connector=...) needs an aiotrace.TracingConnector (it takes every "
+            "TCPConnector argument) or aiotrace.TracingUnixConnector (every UnixConnector "
+            f"argument), not {type(connector).__name__}"
         )
     session = ClientSession(
         connector=connector,

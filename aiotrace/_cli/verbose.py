@@ -60,7 +60,7 @@ def _dns_done(e: Any, r: Redaction) -> str:
 def _put_idle_conn(e: Any, r: Redaction) -> str:
     if e.err is None:
         return f"{_conn(e.conn)} back to the pool"
-    return f"{_conn(e.conn)} closed, not pooled: {e.err}"
+    return f"{_conn(e.conn)} refused by the pool: {e.err}"
 
 
 def _request_end(e: Any, r: Redaction) -> str:
@@ -79,6 +79,8 @@ LINES: dict[str, tuple[str, Callable[[Any, Redaction], str]]] = {
     "dns_done": ("*", _dns_done),
     "connect_start": ("*", lambda e, r: f"trying {e.addr} ({e.network})"),
     "connect_done": ("*", lambda e, r: e.addr + _err(e) if e.err else f"connected to {e.addr}"),
+    "proxy_connect_start": ("*", lambda e, r: f"CONNECT {e.target} via {r.url(e.proxy)}"),
+    "proxy_connect_done": ("*", lambda e, r: f"tunnel: {e.status or '-'}" + _err(e)),
     "tls_handshake_start": ("*", lambda e, r: f"server name {e.server_name or '-'}"),
     "tls_handshake_done": ("*", _tls_done),
     "got_conn": ("*", _got_conn),

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._trace.clock import now as _now
 from .._trace.clock import wall_time
-from .redact import DEFAULT_REDACTION, Redaction
+from .._trace.connection import proxy_label
+from .redact import DEFAULT_REDACTION, Redaction, without_credentials
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -265,11 +266,29 @@ def hop_timings(h: HopState) -> tuple[Timings, Marks]:
 
 
 def _error(err: BaseException | None) -> str | None:
+    """An error as ``Type: message``, with any URL's credentials taken out (aiohttp's proxy
+    errors name the proxy URL whole)."""
     if err is None:
         return None
-    text = str(err)
+    text = without_credentials(str(err))
     name = type(err).__name__
     return f"{name}: {text}" if text else name
+
+
+def _proxy(h: HopState, info: ConnInfo | None) -> str | None:
+    """The proxy the round trip went through, without credentials."""
+    if info is not None:
+        return info.proxy
+    proxy = h.proxy
+    return None if proxy is None else proxy_label(proxy)
+
+
+def _tunnel_ms(h: HopState) -> float | None:
+    """The CONNECT tunnel's round trip (ms), where this round trip opened one."""
+    start, done = h.t_tunnel_start, h.t_tunnel_done
+    if start is None:
+        return None
+    return _ms(start, done if done is not None else (h.t_end or start))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,6 +309,9 @@ class Hop:
     dns_addrs: tuple[str, ...]
     dns_cached: bool
     dns_coalesced: bool
+    proxy: str | None
+    tunnel: float | None
+    proxy_status: int | None
     timings: Timings
     marks: Marks
     error: str | None
@@ -301,6 +323,7 @@ class Hop:
     def of(cls, h: HopState, stalls: list[float | None] | None = None) -> Hop:
         timings, marks = hop_timings(h)
         conn = h.conn
+        info = conn.info if conn is not None else None
         return cls(
             index=h.index,
             attempt=h.attempt,
@@ -308,7 +331,7 @@ class Hop:
             url=h.url,
             status=h.status,
             started_at=wall_time(h.t_get_conn),
-            connection=conn.info if conn is not None else None,
+            connection=info,
             reused=h.reused,
             was_idle=h.reused,
             idle_time=h.idle_time,
@@ -316,6 +339,9 @@ class Hop:
             dns_addrs=h.addrs,
             dns_cached=h.dns_cached,
             dns_coalesced=h.dns_coalesced,
+            proxy=_proxy(h, info),
+            tunnel=_tunnel_ms(h),
+            proxy_status=h.tunnel_status,
             timings=timings,
             marks=marks,
             error=_error(h.err),
@@ -341,6 +367,13 @@ class Hop:
                 "addrs": list(self.dns_addrs),
                 "cached": self.dns_cached,
                 "coalesced": self.dns_coalesced,
+            },
+            "proxy": None
+            if self.proxy is None
+            else {
+                "url": redaction.url(self.proxy),
+                "tunnel_ms": self.tunnel,
+                "status": self.proxy_status,
             },
             "timings": plain_values(self.timings),
             "marks": plain_values(self.marks),
@@ -591,6 +624,12 @@ class ConnectionRecord:
         return info.local_addr if info else None
 
     @property
+    def proxy(self) -> str | None:
+        """The proxy it goes through (its URL without credentials), if any."""
+        info = self._cs.info
+        return info.proxy if info else None
+
+    @property
     def opened_at(self) -> float:
         return wall_time(self._cs.opened_at)
 
@@ -602,7 +641,7 @@ class ConnectionRecord:
     @property
     def close_reason(self) -> str | None:
         """``server_closed``, ``idle_timeout``, ``keepalive_disabled``, ``error``,
-        ``session_closed`` or ``closed``; ``None`` while open."""
+        ``session_closed``, ``upgraded`` (a WebSocket's) or ``closed``; ``None`` while open."""
         return self._cs.close_reason
 
     def to_dict(self) -> dict[str, Any]:
@@ -611,6 +650,7 @@ class ConnectionRecord:
             "id": self.id,
             "remote_addr": self.remote_addr,
             "local_addr": self.local_addr,
+            "proxy": self.proxy,
             "tls": plain_values(info.tls) if info is not None and info.tls is not None else None,
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,

@@ -36,6 +36,8 @@ from .events import (
     GotFirstResponseByteInfo,
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
+    ProxyConnectDoneInfo,
+    ProxyConnectStartInfo,
     PutIdleConnInfo,
     RedirectInfo,
     RequestDoneInfo,
@@ -95,6 +97,8 @@ class ClientTrace:
     request_exception: _Hook[RequestExceptionInfo] = None
     pool_wait_start: _Hook[PoolWaitStartInfo] = None
     pool_wait_done: _Hook[PoolWaitDoneInfo] = None
+    proxy_connect_start: _Hook[ProxyConnectStartInfo] = None
+    proxy_connect_done: _Hook[ProxyConnectDoneInfo] = None
     response_body_done: _Hook[ResponseBodyDoneInfo] = None
     request_done: _Hook[RequestDoneInfo] = None
 
