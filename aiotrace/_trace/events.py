@@ -134,7 +134,7 @@ class ConnInfo(_Event):
     local_addr: str | None
     remote_addr: str | None
     tls: TLSInfo | None
-    proxy: str | None
+    proxy: str | None = None  # a default: code that built one before proxies still does
 
 
 @_fast_new
