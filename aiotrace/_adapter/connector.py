@@ -284,6 +284,12 @@ class _PoolTracing(BaseConnector):
         _base_release(self, key, protocol, should_close=should_close)
         p.aiotrace_hop = None  # detach
         if p.transport is not None and not connector_closed:
+            if hop.state.d.sampling is not None:
+                # Under sampling most requests on this connection will be untraced: give
+                # them aiohttp's own feed_data back, not a frame that does nothing (got_conn
+                # shadows it again for the next traced round trip).
+                cs.observed = False
+                del p.feed_data
             hop.released(None, None, now)  # back in the pool: put_idle_conn(None)
             return
         reason = cs.close_reason or "closed"

@@ -62,12 +62,16 @@ class BoundaryCounts:
             self.fold()
 
     def fold(self) -> None:
-        """Fold the pending rows into the per-host counts."""
+        """Fold the pending rows into the per-host counts: the times go to each host's
+        histogram's pending list, bucketed a batch at a time (``LatencyHistogram.flush``)."""
         rows = self.rows
         hosts = self.hosts
         labels = self._labels
-        for i in range(0, len(rows), _ROW):
-            url, status, err, seconds = rows[i : i + _ROW]
+        urls = rows[0::_ROW]
+        statuses = rows[1::_ROW]
+        errors = rows[2::_ROW]
+        seconds = rows[3::_ROW]
+        for i, url in enumerate(urls):
             label = labels.get(url)
             if label is None:
                 label = _label(url)
@@ -78,11 +82,16 @@ class BoundaryCounts:
             if counts is None:
                 counts = hosts[label] = HostCounts()
             counts.requests += 1
+            err = errors[i]
             if err is not None:
                 counts.errors[err] = counts.errors.get(err, 0) + 1
-            elif status is not None:
-                counts.statuses[status] = counts.statuses.get(status, 0) + 1
-            counts.response.add(seconds * 1000.0)
+            else:
+                status = statuses[i]
+                if status is not None:
+                    counts.statuses[status] = counts.statuses.get(status, 0) + 1
+            counts.response.pending.append(seconds[i] * 1000.0)
+        for counts in hosts.values():
+            counts.response.flush()
         rows.clear()
 
     def clear(self) -> None:

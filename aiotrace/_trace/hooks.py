@@ -284,6 +284,18 @@ class Sampling:
             yes: tuple[ClientTrace | None, tuple[Any, ...]] = (part, ())
             no: tuple[ClientTrace | None, tuple[Any, ...]] = (None, counters(part))
 
+            draw = getattr(sampler, "draw", None)
+            if draw is not None:  # a ratio: its draw inline, one frame fewer per request
+                rate: float = sampler.rate  # type: ignore[attr-defined]
+
+                def decide_ratio(
+                    method: str, url: Any
+                ) -> tuple[ClientTrace | None, tuple[Any, ...]]:
+                    return yes if draw() < rate else no
+
+                self.decide = decide_ratio
+                return
+
             def decide_one(method: str, url: Any) -> tuple[ClientTrace | None, tuple[Any, ...]]:
                 return yes if sampler(method, url) else no
 
