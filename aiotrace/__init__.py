@@ -16,10 +16,11 @@ from ._adapter.connector import ConnectionNotPooled, TracingConnector, TracingUn
 from ._adapter.session import traced_session
 from ._adapter.signals import trace_config
 from ._adapter.tls import preload_default_twins
+from ._record.histogram import LatencyHistogram, Quantiles
 from ._record.recorder import Recorder
 from ._record.redact import Redaction
 from ._record.stalls import LoopStallMonitor
-from ._record.stats import HostStats, LatencyHistogram, Quantiles, Stats
+from ._record.stats import HostStats, Stats
 from ._record.timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
 from ._report.html import report_document, write_html_report
 from ._trace.context import context_client_trace, with_client_trace

@@ -44,6 +44,7 @@ from peers import (
 )
 
 import aiotrace
+import aiotrace._record.fold
 import aiotrace._record.har
 import aiotrace._record.kept
 import aiotrace._record.recorder
@@ -1562,7 +1563,7 @@ def _assert_kept_as_they_ran(rec: aiotrace.Recorder, originals: _Originals, whol
                 {"request": t.id, "hop": h.index, "idle_ms": h.idle_time * 1000.0}
             )
     assert {c.id: c.to_dict()["requests"] for c in rec.connections} == served
-    agg = aiotrace._record.stats.HostTable()
+    agg = aiotrace._record.fold.HostTable()
     for state in originals.states:
         aiotrace._record.recorder._fold(agg, state)
     agg.flush()
@@ -1879,7 +1880,7 @@ def test_pooled_rows_fold_as_pooled_phase_values_says(
     """A batch of pooled rows, one host with many rows (folded as columns) mixed with hosts
     with few (row by row), leaves each host the counts and the send, wait, receive and total
     ``pooled_phase_values`` gives its round trips one by one."""
-    table = aiotrace._record.stats.HostTable()
+    table = aiotrace._record.fold.HostTable()
     expected: dict[str, list[list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, status, (g, w, f, b) in bulk + rest:
@@ -1929,7 +1930,7 @@ def test_opened_rows_fold_as_phase_values_says(
     columns) mixed with others with few (row by row), leaves each host the counts and phase
     values ``phase_values`` gives its round trips one by one."""
     requests = bulk + rest
-    table = aiotrace._record.stats.HostTable()
+    table = aiotrace._record.fold.HostTable()
     expected: dict[str, dict[int, list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, taken, reused, status, stamps in requests:
@@ -1983,7 +1984,7 @@ async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
             with aiotrace.with_client_trace(full.trace), aiotrace.with_client_trace(agg.trace):
                 await asyncio.gather(*(fetch(session, url) for _ in range(3)))
     opened = agg._stats.opened
-    R = aiotrace._record.stats.OPENED_ROW
+    R = aiotrace._record.fold.OPENED_ROW
     assert len(opened) == 12 * R, "every request was left as a row"
     shapes = {tuple(opened[i + 4 + j] is None for j in range(4)) for i in range(0, len(opened), R)}
     assert len(shapes) == 4  # TLS by name, pool waits, plain by name, plain by address

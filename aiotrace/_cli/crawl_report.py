@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
     from yarl import URL
 
+    from .._record.histogram import Quantiles
     from .._record.recorder import Recorder
     from .._record.redact import Redaction
     from .._record.stalls import LoopStallMonitor
-    from .._record.stats import HostStats, Quantiles
+    from .._record.stats import HostStats
     from .._trace.request import RequestState
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 
 from yarl import URL
 
-from .stats import LatencyHistogram
+from .histogram import LatencyHistogram
 
 __all__ = ["BoundaryCounts", "HostCounts"]
 

@@ -23,11 +23,12 @@ from .._trace.hooks import ClientTrace
 from .._trace.request import RequestState
 from .._trace.sampling import Sample
 from .counts import BoundaryCounts
+from .fold import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostTable
 from .har import har_log
 from .kept import ROW, KeptRequests
 from .redact import DEFAULT_REDACTION, Redaction
 from .stalls import LoopStallMonitor, phase_stalls
-from .stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable, Stats
+from .stats import HostStats, Stats
 from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline, phase_values
 
 if TYPE_CHECKING:
