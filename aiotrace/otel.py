@@ -22,8 +22,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._record.phases import PHASES, phase_values, pooled_phase_values
 from ._record.redact import DEFAULT_REDACTION, Redaction, without_credentials
-from ._record.timeline import PHASES, phase_values, pooled_phase_values
 from ._trace.clock import wall_time
 from ._trace.hooks import ClientTrace
 from ._version import __version__

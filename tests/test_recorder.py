@@ -47,10 +47,10 @@ import aiotrace
 import aiotrace._record.fold
 import aiotrace._record.har
 import aiotrace._record.kept
+import aiotrace._record.phases
 import aiotrace._record.recorder
 import aiotrace._record.stats
-import aiotrace._record.timeline
-from aiotrace._record.timeline import phase_values, pooled_phase_values
+from aiotrace._record.phases import phase_values, pooled_phase_values
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
 MARKS = ("namelookup", "connect", "appconnect", "pretransfer", "starttransfer")
@@ -1793,7 +1793,7 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
     """The aggregate fold's batch of pooled round trips gives each one the phases
     ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
     hops = [_pooled_hop(*s) for s in stamps]
-    columns = aiotrace._record.timeline.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
+    columns = aiotrace._record.phases.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
     for i, hop in enumerate(hops):
         one = pooled_phase_values(hop)  # type: ignore[arg-type]
         assert one is not None
@@ -1850,7 +1850,7 @@ def test_chained_phase_columns_equal_phase_values(
     stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
     stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
     stops.append([h.t_body_done for h in hops])
-    columns, totals = aiotrace._record.timeline.chained_phase_columns([h.t_get_conn for h in hops], stops)
+    columns, totals = aiotrace._record.phases.chained_phase_columns([h.t_get_conn for h in hops], stops)
     for k, hop in enumerate(hops):
         values, total, _ = phase_values(hop)  # type: ignore[arg-type]
         expected = [v for v in values if v is not None]
@@ -2003,7 +2003,7 @@ async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
             assert t.status is not None
             statuses[t.status] = statuses.get(t.status, 0) + 1
         assert host.statuses == statuses
-        for name in (*aiotrace._record.timeline.PHASES, "total"):
+        for name in (*aiotrace._record.phases.PHASES, "total"):
             values = [getattr(h.timings, name) for h in hops]
             values = [v for v in values if v is not None]
             hist = host.phases.get(name)
@@ -2048,7 +2048,7 @@ async def test_aggregate_batches_split_by_host(
 
 
 def _reference_phase_values(h: Any) -> tuple[list[float | None], float, tuple[float, ...]]:
-    """The phase rules of aiotrace/_record/timeline.py written plainly: the oracle for the fast
+    """The phase rules of aiotrace/_record/phases.py written plainly: the oracle for the fast
     ``phase_values``."""
     t0 = h.t_get_conn
     end = h.t_body_done or h.t_end

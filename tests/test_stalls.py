@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import aiotrace
-from aiotrace._record.timeline import PHASES
+from aiotrace._record.phases import PHASES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 TIMEOUT = aiohttp.ClientTimeout(total=10)

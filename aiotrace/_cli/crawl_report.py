@@ -17,8 +17,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._record.phases import PHASES
 from .._record.stalls import phase_stalls
-from .._record.timeline import PHASES, RequestTimeline
+from .._record.timeline import RequestTimeline
 from .._trace.hooks import ClientTrace
 from .._version import __version__
 

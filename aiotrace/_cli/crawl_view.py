@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .._record.timeline import PHASES
+from .._record.phases import PHASES
 from .crawl_report import SUMMARY_PHASES
 
 if TYPE_CHECKING:

@@ -2,7 +2,8 @@
 
 May import ``aiotrace._trace`` only (never the adapter: it records whatever fed the trace).
 
-* ``timeline``: phases, hops, redirects and curl-style marks from a request's stamps;
+* ``phases``: a round trip's stamps laid end to end as phases (the rules);
+* ``timeline``: hops, redirects, curl-style marks and connections, read from the stamps;
 * ``kept``: finished requests kept as plain values;
 * ``histogram``: latency histograms with a stated relative error;
 * ``stats``: per-host, per-phase aggregates (``Stats``, ``HostStats``), mergeable;

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from .phases import chained_phase_columns, pooled_phase_columns, pooled_phases
 from .stats import SEND, TOTAL, HostStats
-from .timeline import chained_phase_columns, pooled_phase_columns, pooled_phases
 
 __all__ = ["BATCH", "OPENED_LIMIT", "OPENED_ROW", "ROWS_LIMIT", "HostTable"]
 

@@ -26,10 +26,11 @@ from .counts import BoundaryCounts
 from .fold import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostTable
 from .har import har_log
 from .kept import ROW, KeptRequests
+from .phases import phase_values
 from .redact import DEFAULT_REDACTION, Redaction
 from .stalls import LoopStallMonitor, phase_stalls
 from .stats import HostStats, Stats
-from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline, phase_values
+from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -34,7 +34,7 @@ from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 from .._trace.clock import now as _now
-from .timeline import phase_values
+from .phases import phase_values
 
 if TYPE_CHECKING:
     from types import TracebackType

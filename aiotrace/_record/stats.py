@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .histogram import HISTOGRAM_LAYOUT as _HISTOGRAM
 from .histogram import RELATIVE_ERROR, LatencyHistogram
-from .timeline import PHASES
+from .phases import PHASES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
