@@ -105,6 +105,7 @@ async def test_every_hop_of_a_request_shares_its_decision(aiohttp_server: Server
     assert [len(t.hops) for t in rec.requests] == [2, 2]
     stats = rec.stats[f"127.0.0.1:{server.port}"]
     assert stats.requests == 4 and stats.sampled == 2
+    assert stats.phases["response"].summary().count == 4  # every request's time to response
 
 
 async def test_counts_stay_exact_and_sampled_percentiles_hold(

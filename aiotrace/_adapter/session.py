@@ -95,6 +95,10 @@ def _boundary(
                 return _counted(run, counters, False, method, str_or_url) if counters else run
             if counters or scoped is not None:
                 run = aiohttp_request(method, str_or_url, **kw)
+                if scoped is None and len(counters) == 1:
+                    counts = counters[0]
+                    if getattr(counts, "rows", None) is not None:  # a BoundaryCounts
+                        return _counted_rows(run, counts, str_or_url)
                 return _counted(run, counters, scoped is not None, method, str_or_url)
             return aiohttp_request(method, str_or_url, **kw)
         return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
@@ -131,6 +135,23 @@ async def _counted(
     t1 = _now()
     for count in counters:
         count(method, str_or_url, response.status, None, t0, t1)
+    return response
+
+
+async def _counted_rows(run: Coroutine[Any, Any, Any], counts: Any, str_or_url: Any) -> Any:
+    """``_counted`` for the usual case, one Recorder's ``BoundaryCounts`` and no scope to
+    leave: its row appended here, with no call (folded every ``limit`` values, or when the
+    Recorder's stats are read)."""
+    rows = counts.rows
+    t0 = _now()
+    try:
+        response = await run
+    except BaseException as e:
+        rows += (str_or_url, None, type(e).__name__, _now() - t0)
+        raise
+    rows += (str_or_url, response.status, None, _now() - t0)
+    if len(rows) >= counts.limit:
+        counts.fold()
     return response
 
 

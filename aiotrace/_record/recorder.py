@@ -125,11 +125,11 @@ class Recorder:
         self.on_unsampled: Callable[..., None] | None = None
         if self.trace._sampler is not None:
             counts = self._counts = BoundaryCounts()
-            self.on_finish = functools.partial(_count_sampled, counts.add, self.on_finish)
-            self.on_unsampled = counts.add
+            self.on_finish = functools.partial(_count_sampled, counts, self.on_finish)
+            self.on_unsampled = counts
             if keep_errors and self._kept is not None:
                 self.on_unsampled = functools.partial(
-                    self._keep_unsampled, counts.add, keep_slower_than
+                    self._keep_unsampled, counts, keep_slower_than
                 )
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
