@@ -12,14 +12,17 @@ bottom up (each imports only those below it; ``lint-imports`` checks it):
 * ``otel`` and ``testing`` (public modules), and ``_cli``: the command.
 """
 
-from ._adapter.connector import ConnectionNotPooled, TracingConnector
+from ._adapter.connector import ConnectionNotPooled, TracingConnector, TracingUnixConnector
 from ._adapter.session import traced_session
 from ._adapter.signals import trace_config
 from ._adapter.tls import preload_default_twins
+from ._record.histogram import LatencyHistogram, Quantiles
 from ._record.recorder import Recorder
 from ._record.redact import Redaction
-from ._record.stats import HostStats, LatencyHistogram, Quantiles
+from ._record.stalls import LoopStallMonitor
+from ._record.stats import HostStats, Stats
 from ._record.timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
+from ._report.html import report_document, write_html_report
 from ._trace.context import context_client_trace, with_client_trace
 from ._trace.events import (
     ConnectDoneInfo,
@@ -34,6 +37,8 @@ from ._trace.events import (
     GotFirstResponseByteInfo,
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
+    ProxyConnectDoneInfo,
+    ProxyConnectStartInfo,
     PutIdleConnInfo,
     RedirectInfo,
     RequestDoneInfo,
@@ -63,6 +68,7 @@ __all__ = [
     # Wiring a session
     "traced_session",
     "TracingConnector",
+    "TracingUnixConnector",
     "trace_config",
     # Timelines
     "Recorder",
@@ -72,10 +78,15 @@ __all__ = [
     "Marks",
     "Redirect",
     "ConnectionRecord",
+    "Stats",
     "HostStats",
     "LatencyHistogram",
     "Quantiles",
     "Redaction",
+    "LoopStallMonitor",
+    # Reports
+    "report_document",
+    "write_html_report",
     # Events: the request and its connection
     "RoundTrip",
     "ConnInfo",
@@ -86,6 +97,8 @@ __all__ = [
     "GetConnInfo",
     "PoolWaitStartInfo",
     "PoolWaitDoneInfo",
+    "ProxyConnectStartInfo",
+    "ProxyConnectDoneInfo",
     "DNSStartInfo",
     "DNSDoneInfo",
     "ConnectStartInfo",

@@ -199,6 +199,14 @@ def _recorder_aggregate(options: ConnectorOptions) -> aiohttp.ClientSession:
     return _traced(options, trace=_aiotrace().Recorder(aggregate_only=True).trace)
 
 
+def _recorder_stalls(options: ConnectorOptions) -> Built:
+    # The Recorder on the session, as "recorder", plus its loop-stall monitor running for the
+    # block (entered per block, so its ticks are timed with the requests they share the loop
+    # with): the per-request check at each request's end and the ticks.
+    rec = _aiotrace().Recorder(loop_stalls=True)
+    return _traced(options, trace=rec.trace), lambda: rec.stall_monitor
+
+
 def _recorder_sampled(rate: float) -> SessionFactory:
     def build(options: ConnectorOptions) -> aiohttp.ClientSession:
         return _traced(options, trace=_aiotrace().Recorder(sample=rate, sample_seed=0).trace)
@@ -280,6 +288,7 @@ def _configs() -> list[Config]:
         Config("noop-hooks", _noop_hooks),
         Config("recorder", _recorder),
         Config("recorder-aggregate", _recorder_aggregate),
+        Config("recorder-stalls", _recorder_stalls),
         Config("recorder-sample-10", _recorder_sampled(0.1)),
         Config("recorder-sample-1", _recorder_sampled(0.01)),
         Config("otel-export", _otel_export(provider)),

@@ -33,11 +33,13 @@ from peers import (
     TEST_HOSTNAMES,
     DNSServer,
     Handler,
+    ProxyServer,
     RawServer,
     blackhole_listener,
     client_ssl_context,
     closed_port,
     hosts_file_names,
+    proxy_py,
     raw_server,
     resolver_kwargs,
     server_ssl_context,
@@ -236,3 +238,24 @@ def blackhole() -> Iterator[tuple[str, int]]:
     """``(host, port)`` on 127.0.0.1 where a TCP connect hangs until the client times out."""
     with blackhole_listener("127.0.0.1") as address:
         yield address
+
+
+# --------------------------------------------------------------------------------------------
+# Forward proxies (proxy.py subprocesses, one of each per test session: ~0.5 s to start)
+# --------------------------------------------------------------------------------------------
+
+PROXY_CREDENTIALS = ("proxyuser", "proxy-secret")
+
+
+@pytest.fixture(scope="session")
+def http_proxy() -> Iterator[ProxyServer]:
+    """proxy.py on 127.0.0.1: plain HTTP forwarding and CONNECT tunnels, no authentication."""
+    with proxy_py() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def auth_proxy() -> Iterator[ProxyServer]:
+    """proxy.py on 127.0.0.1 demanding Basic proxy authentication (``PROXY_CREDENTIALS``)."""
+    with proxy_py(basic_auth=PROXY_CREDENTIALS) as proxy:
+        yield proxy

@@ -12,6 +12,9 @@ What lives here (fixtures wrapping these are in ``conftest.py``):
 * :func:`raw_server` - an asyncio TCP server running a ``handler(reader, writer)`` coroutine per
   connection, plus ready-made handlers for misbehaving HTTP/1.1 peers (103 Early Hints,
   100 Continue, resets, truncated bodies, slow-loris headers, silence ...).
+* :func:`proxy_py` - the ``proxy.py`` forward proxy (PyPI) in a subprocess on 127.0.0.1, with
+  or without Basic proxy authentication; :func:`connect_proxy` - a small CONNECT proxy handler
+  for :func:`raw_server` that can be told to fail (407, 502, close before or after replying).
 * :func:`closed_port` (connect is refused at once) and :func:`blackhole_listener` (connect
   hangs: the accept queue of a listener that never accepts is filled first).
 
@@ -34,6 +37,9 @@ import selectors
 import socket
 import ssl
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -58,10 +64,13 @@ __all__ = [
     "client_ssl_context",
     "close_before_response",
     "closed_port",
+    "connect_proxy",
     "content_length_too_long",
     "continue_100",
     "early_hints",
     "hosts_file_names",
+    "ProxyServer",
+    "proxy_py",
     "raw_server",
     "read_request_head",
     "reset_mid_body",
@@ -804,5 +813,143 @@ def silent() -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await reader.read(65536):
             pass
+
+    return handler
+
+
+# --------------------------------------------------------------------------------------------
+# Proxies: proxy.py in a subprocess, and a CONNECT proxy that can be told to fail
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxyServer:
+    """A running forward proxy on 127.0.0.1 (``auth``: the Basic credentials it demands)."""
+
+    port: int
+    auth: tuple[str, str] | None = None
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:port`` (no credentials)."""
+        return f"http://{self.host}:{self.port}"
+
+    def url_with_credentials(self, user: str, password: str) -> str:
+        """``http://user:password@127.0.0.1:port``."""
+        return f"http://{user}:{password}@{self.host}:{self.port}"
+
+
+@contextlib.contextmanager
+def proxy_py(
+    *, basic_auth: tuple[str, str] | None = None, lifetime: float = 900.0, startup: float = 30.0
+) -> Iterator[ProxyServer]:
+    """Run ``proxy.py`` (``python -m proxy``) on 127.0.0.1 and an ephemeral port.
+
+    One acceptor, one worker, nothing written outside a temporary directory. Bounded: killed
+    after ``lifetime`` seconds even if the block is still running, and on exit. It takes
+    ``user:password`` Basic proxy authentication when ``basic_auth`` is given (a request
+    without it gets ``407``).
+    """
+    with tempfile.TemporaryDirectory(prefix="aiotrace-proxy-") as tmp:
+        port_file = f"{tmp}/port"
+        argv = [
+            sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0",
+            "--port-file", port_file, "--num-acceptors", "1", "--num-workers", "1",
+            "--threadless", "--log-level", "ERROR", "--data-dir", tmp, "--timeout", "30",
+        ]  # fmt: skip
+        if basic_auth is not None:
+            argv += ["--basic-auth", ":".join(basic_auth)]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        killer = threading.Timer(lifetime, proc.kill)
+        killer.daemon = True
+        killer.start()
+        try:
+            deadline = time.monotonic() + startup
+            port = 0
+            while not port:
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    raise RuntimeError(f"proxy.py exited with {proc.returncode}: {err[-500:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"proxy.py did not start within {startup} s")
+                with contextlib.suppress(OSError, ValueError), open(port_file) as f:
+                    port = int(f.read().split()[0])
+                if port:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    except OSError:
+                        port = 0
+                if not port:
+                    time.sleep(0.05)
+            yield ProxyServer(port=port, auth=basic_auth)
+        finally:
+            killer.cancel()
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+ProxyBehaviour = Literal["tunnel", "reply", "close_before_reply", "close_after_established"]
+
+
+def connect_proxy(
+    behaviour: ProxyBehaviour = "tunnel",
+    *,
+    reply: bytes = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+    delay: float = 0.0,
+    heads: list[bytes] | None = None,
+) -> Handler:
+    """A CONNECT proxy for :func:`raw_server`: reads the ``CONNECT host:port`` head (kept in
+    ``heads`` if given), waits ``delay`` s, then
+
+    * ``tunnel``: connects to the target and relays bytes both ways until either side closes;
+    * ``reply``: sends ``reply`` (a 502 unless told otherwise, e.g. a 407) and closes;
+    * ``close_before_reply``: closes without answering the CONNECT;
+    * ``close_after_established``: answers ``200 Connection established``, then closes.
+    """
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_request_head(reader)
+        if heads is not None:
+            heads.append(head)
+        if delay:
+            await asyncio.sleep(delay)
+        if behaviour == "reply":
+            writer.write(reply)
+            await writer.drain()
+            return
+        if behaviour == "close_before_reply":
+            return
+        established = b"HTTP/1.1 200 Connection established\r\n\r\n"
+        if behaviour == "close_after_established":
+            writer.write(established)
+            await writer.drain()
+            return
+        method, target, _ = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        assert method == b"CONNECT", head
+        host, _, port = target.decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.write(established)
+        await writer.drain()
+        try:
+            await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer))
+        finally:
+            up_writer.close()
 
     return handler

@@ -608,6 +608,11 @@ async def test_propagate_errors_fails_the_request_with_the_hook_error(
             session, url,
             trace_request_ctx=aiotrace.ClientTrace(got_first_response_byte=boom, propagate_errors=True),
         )  # fmt: skip
+    with pytest.raises(HookError):
+        await fetch(
+            session, url,
+            trace_request_ctx=aiotrace.ClientTrace(put_idle_conn=boom, propagate_errors=True),
+        )  # fmt: skip
     assert await fetch(session, url) == (200, b"hello")
 
 
@@ -673,11 +678,10 @@ async def test_connections_not_pooled_say_why(
     hooks: Any,
     force_close: bool,
 ) -> None:
-    """A response released before its body came closes its connection: the body was cut short
-    ("closed"),
-    unless keep-alive is disabled, where every connection goes back closed: put_idle_conn's err
-    says so ("keepalive_disabled") and the body has no error. The same with no put_idle_conn
-    hook, where aiotrace makes that error only where the body needs it."""
+    """As Go, put_idle_conn fires only for a connection offered to the pool: never with
+    keep-alive disabled, nor for a response released before its body came. That one's body
+    was cut short ("closed"); with keep-alive disabled every connection closes and no body has
+    an error. Why each closed is on its connection record and the next hop's reuse_miss."""
     released = asyncio.Event()
 
     async def unfinished(request: web.Request) -> web.StreamResponse:
@@ -691,15 +695,17 @@ async def test_connections_not_pooled_say_why(
     app = make_app()
     app.router.add_get("/unfinished", unfinished)
     server = await aiohttp_server(app)
+    rec = aiotrace.Recorder()
     async with aiotrace.traced_session(
         connector=aiotrace.TracingConnector(resolver=dns_resolver, force_close=force_close)
     ) as s:
-        with capture_events(hooks) as log:
+        with capture_events(hooks) as log, aiotrace.with_client_trace(rec.trace):
             assert await fetch(s, f"http://a.test:{server.port}/") == (200, b"hello")
             async with s.get(f"http://a.test:{server.port}/unfinished") as resp:
                 resp.release()  # half of its body still to come
+            assert await fetch(s, f"http://a.test:{server.port}/") == (200, b"hello")
         released.set()
-    first, second = log.request_ids()
+    first, second, third = log.request_ids()
     assert [e.err for e in log.of("response_body_done", first)] == [None]
     [cut] = log.of("response_body_done", second)
     if force_close:
@@ -707,11 +713,41 @@ async def test_connections_not_pooled_say_why(
     else:
         assert isinstance(cut.err, aiotrace.ConnectionNotPooled) and cut.err.reason == "closed"
     if "put_idle_conn" in hooks:
-        put = log.of("put_idle_conn")
-        reasons = [e.err.reason if e.err is not None else None for e in put]
-        assert reasons == (["keepalive_disabled"] * 2 if force_close else [None, "closed"])
-        assert all(e.err is None or isinstance(e.err, aiotrace.ConnectionNotPooled) for e in put)
-    assert [e.err for e in log.of("request_done")] == [None, None]
+        pooled = [] if force_close else [first, third]
+        assert [e.request.id for e in log.of("put_idle_conn")] == pooled
+        assert all(e.err is None for e in log.of("put_idle_conn"))
+    assert [e.err for e in log.of("request_done")] == [None, None, None]
+    hops = [t.hops[0] for t in rec.requests]
+    closes = [c.close_reason for c in rec.connections]
+    if force_close:
+        assert [h.reuse_miss for h in hops] == ["keepalive_disabled"] * 3
+        assert closes[:2] == ["keepalive_disabled"] * 2
+    else:
+        assert [h.reused for h in hops] == [False, True, False]
+        assert hops[2].reuse_miss == "closed"
+        assert closes[0] == "closed"
+
+
+async def test_go_order_when_the_server_closes(
+    session: aiohttp.ClientSession, raw_peer: Callable[..., Awaitable[RawServer]]
+) -> None:
+    """A response with ``Connection: close``, and a server that resets after answering: Go never
+    calls PutIdleConn for either (the connection is not reusable, or dead), so neither does
+    aiotrace; the next request's reuse_miss says how the last connection ended."""
+    closing = await raw_peer(
+        respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    )
+    rec = aiotrace.Recorder()
+    with capture_events(HOOKS) as log, aiotrace.with_client_trace(rec.trace):
+        assert await fetch(session, closing.url) == (200, b"ok")
+        assert await fetch(session, closing.url) == (200, b"ok")
+    first, second = log.request_ids()
+    assert log.names(first) == [
+        n for n in FRESH_HTTP if n not in ("dns_start", "dns_done", "put_idle_conn")
+    ]
+    assert log.names(second) == log.names(first)
+    assert rec.requests[1].hops[0].reuse_miss == "server_closed"
+    assert [c.close_reason for c in rec.connections] == ["server_closed", "server_closed"]
 
 
 async def test_ipv6_connect_reports_tcp6_and_bracketed_addresses(

@@ -37,7 +37,7 @@ from aiohttp.resolver import AsyncResolver
 from peers import DNSServer
 
 import aiotrace
-from aiotrace._record.stats import BATCH
+from aiotrace._record.fold import BATCH
 from aiotrace._trace.request import current_request
 from aiotrace.testing import EventLog
 
@@ -349,7 +349,7 @@ async def test_ten_thousand_requests_each_accounted_for_once(
 # client and server side) is not in the numbers: what persists from block to block is the
 # Recorder and whatever else outlives a request. Two parts:
 #
-# * The latency histograms (allocations in aiotrace/_record/stats.py) grow by design, not by request
+# * The latency histograms (allocations in aiotrace/_record/histogram.py) grow by design, not by request
 #   count: each (host:port, phase) series fills log-spaced 2% buckets it had not used yet as the
 #   tails widen, at most ~1,100 per series, ~70 B each (a dict slot and a count). Measured here:
 #   ~2,000 new buckets per 2,000 requests at first, fewer each block after. Bound: the bytes
@@ -365,7 +365,7 @@ BLOCK = 2000
 @dataclass
 class MemoryMark:
     traced: int  # every byte tracemalloc holds
-    histograms: int  # bytes of the histograms' buckets (allocated in stats.py or a Counter)
+    histograms: int  # bytes of the histograms' buckets (allocated in histogram.py or a Counter)
     buckets: int  # buckets in use across the recorder's histograms
 
 
@@ -377,11 +377,13 @@ def memory_mark(rec: aiotrace.Recorder) -> MemoryMark:
     assert pending < BATCH, pending
     rec._stats.flush()
     gc.collect()
-    # The buckets' int keys are allocated where they are computed: in stats.py, or by the
+    # The buckets' int keys are allocated where they are computed: in histogram.py (or the
+    # fold, fold.py, which buckets a batch's columns itself), or by the
     # Counter that LatencyHistogram.flush counts a batch's bucket indexes with.
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [
-            tracemalloc.Filter(True, "*/aiotrace/_record/stats.py"),
+            tracemalloc.Filter(True, "*/aiotrace/_record/histogram.py"),
+            tracemalloc.Filter(True, "*/aiotrace/_record/fold.py"),
             tracemalloc.Filter(True, "*/collections/__init__.py"),
         ]
     )

@@ -26,7 +26,7 @@ from otel_spans import (
     start,
     wall_ns,
 )
-from peers import DNSServer, RawServer, read_request_head
+from peers import DNSServer, RawServer, connect_proxy, read_request_head
 
 import aiotrace
 from aiotrace.otel import OTelTrace
@@ -396,3 +396,31 @@ async def test_suppressed_instrumentation_makes_no_span_and_sends_no_header(
         with suppress_http_instrumentation():
             assert await fetch(session, f"http://127.0.0.1:{srv.port}/ok") == 200
     assert mem.tree().spans == () and seen[0]["traceparent"] == []
+
+
+async def test_a_proxy_error_span_names_the_proxy_without_credentials(
+    raw_peer: RawPeer, mem: Memory
+) -> None:
+    """A 407 from a proxy whose URL carries credentials: the span's error status and its
+    exception event keep aiohttp's message but not the password it quotes."""
+    refusing = await raw_peer(
+        connect_proxy(
+            "reply",
+            reply=b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+        )
+    )
+    otel = OTelTrace(tracer_provider=mem.tracer_provider)
+    async with aiotrace.traced_session(trace=otel) as session:
+        with pytest.raises(aiohttp.ClientHttpProxyError) as refused:
+            async with session.get(
+                "https://127.0.0.1:1/", proxy=f"http://user:hunter2@127.0.0.1:{refusing.port}"
+            ):
+                pass
+    assert "hunter2" in str(refused.value)  # aiohttp's own message quotes the proxy URL whole
+    (span,) = mem.tree().spans
+    assert span.status.status_code is StatusCode.ERROR
+    description = span.status.description or ""
+    assert "407" in description and "hunter2" not in description and "user@" not in description
+    (event,) = span.events
+    message = str((event.attributes or {})["exception.message"])
+    assert "407" in message and "hunter2" not in message

@@ -44,12 +44,13 @@ from peers import (
 )
 
 import aiotrace
+import aiotrace._record.fold
 import aiotrace._record.har
 import aiotrace._record.kept
+import aiotrace._record.phases
 import aiotrace._record.recorder
 import aiotrace._record.stats
-import aiotrace._record.timeline
-from aiotrace._record.timeline import phase_values, pooled_phase_values
+from aiotrace._record.phases import phase_values, pooled_phase_values
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
 MARKS = ("namelookup", "connect", "appconnect", "pretransfer", "starttransfer")
@@ -1535,8 +1536,7 @@ async def test_kept_new_tls_connections_and_pool_waits_read_as_they_ran(
 def _kept_whole(kept: aiotrace._record.kept.KeptRequests) -> int:
     """How many rows hold a state kept whole (a frozen row holds None or a tuple there)."""
     return sum(
-        r is not None and not isinstance(r, tuple)
-        for r in kept.rows[1 :: aiotrace._record.kept.ROW]
+        r is not None and not isinstance(r, tuple) for r in kept.rows[1 :: aiotrace._record.kept.ROW]
     )
 
 
@@ -1563,7 +1563,7 @@ def _assert_kept_as_they_ran(rec: aiotrace.Recorder, originals: _Originals, whol
                 {"request": t.id, "hop": h.index, "idle_ms": h.idle_time * 1000.0}
             )
     assert {c.id: c.to_dict()["requests"] for c in rec.connections} == served
-    agg = aiotrace._record.stats.HostTable()
+    agg = aiotrace._record.fold.HostTable()
     for state in originals.states:
         aiotrace._record.recorder._fold(agg, state)
     agg.flush()
@@ -1793,9 +1793,7 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
     """The aggregate fold's batch of pooled round trips gives each one the phases
     ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
     hops = [_pooled_hop(*s) for s in stamps]
-    columns = aiotrace._record.timeline.pooled_phase_columns(
-        *(list(c) for c in zip(*stamps, strict=True))
-    )
+    columns = aiotrace._record.phases.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
     for i, hop in enumerate(hops):
         one = pooled_phase_values(hop)  # type: ignore[arg-type]
         assert one is not None
@@ -1852,9 +1850,7 @@ def test_chained_phase_columns_equal_phase_values(
     stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
     stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
     stops.append([h.t_body_done for h in hops])
-    columns, totals = aiotrace._record.timeline.chained_phase_columns(
-        [h.t_get_conn for h in hops], stops
-    )
+    columns, totals = aiotrace._record.phases.chained_phase_columns([h.t_get_conn for h in hops], stops)
     for k, hop in enumerate(hops):
         values, total, _ = phase_values(hop)  # type: ignore[arg-type]
         expected = [v for v in values if v is not None]
@@ -1884,7 +1880,7 @@ def test_pooled_rows_fold_as_pooled_phase_values_says(
     """A batch of pooled rows, one host with many rows (folded as columns) mixed with hosts
     with few (row by row), leaves each host the counts and the send, wait, receive and total
     ``pooled_phase_values`` gives its round trips one by one."""
-    table = aiotrace._record.stats.HostTable()
+    table = aiotrace._record.fold.HostTable()
     expected: dict[str, list[list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, status, (g, w, f, b) in bulk + rest:
@@ -1934,7 +1930,7 @@ def test_opened_rows_fold_as_phase_values_says(
     columns) mixed with others with few (row by row), leaves each host the counts and phase
     values ``phase_values`` gives its round trips one by one."""
     requests = bulk + rest
-    table = aiotrace._record.stats.HostTable()
+    table = aiotrace._record.fold.HostTable()
     expected: dict[str, dict[int, list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, taken, reused, status, stamps in requests:
@@ -1988,7 +1984,7 @@ async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
             with aiotrace.with_client_trace(full.trace), aiotrace.with_client_trace(agg.trace):
                 await asyncio.gather(*(fetch(session, url) for _ in range(3)))
     opened = agg._stats.opened
-    R = aiotrace._record.stats.OPENED_ROW
+    R = aiotrace._record.fold.OPENED_ROW
     assert len(opened) == 12 * R, "every request was left as a row"
     shapes = {tuple(opened[i + 4 + j] is None for j in range(4)) for i in range(0, len(opened), R)}
     assert len(shapes) == 4  # TLS by name, pool waits, plain by name, plain by address
@@ -2007,7 +2003,7 @@ async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
             assert t.status is not None
             statuses[t.status] = statuses.get(t.status, 0) + 1
         assert host.statuses == statuses
-        for name in (*aiotrace._record.timeline.PHASES, "total"):
+        for name in (*aiotrace._record.phases.PHASES, "total"):
             values = [getattr(h.timings, name) for h in hops]
             values = [v for v in values if v is not None]
             hist = host.phases.get(name)
@@ -2052,7 +2048,7 @@ async def test_aggregate_batches_split_by_host(
 
 
 def _reference_phase_values(h: Any) -> tuple[list[float | None], float, tuple[float, ...]]:
-    """The phase rules of aiotrace/_record/timeline.py written plainly: the oracle for the fast
+    """The phase rules of aiotrace/_record/phases.py written plainly: the oracle for the fast
     ``phase_values``."""
     t0 = h.t_get_conn
     end = h.t_body_done or h.t_end

@@ -105,6 +105,7 @@ async def test_every_hop_of_a_request_shares_its_decision(aiohttp_server: Server
     assert [len(t.hops) for t in rec.requests] == [2, 2]
     stats = rec.stats[f"127.0.0.1:{server.port}"]
     assert stats.requests == 4 and stats.sampled == 2
+    assert stats.phases["response"].summary().count == 4  # every request's time to response
 
 
 async def test_counts_stay_exact_and_sampled_percentiles_hold(
@@ -233,3 +234,24 @@ async def test_an_unsampled_scoped_request_leaves_the_scope(
         assert aiotrace.context_client_trace() is not None
     assert inside == [None]
     assert rec.stats[f"127.0.0.1:{server.port}"].requests == 1
+
+
+async def test_a_connection_alternates_between_sampled_and_unsampled_requests(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """On one pooled connection, sampled and unsampled requests alternate: each sampled one
+    sees its first byte and the connection reused, each unsampled one fires nothing."""
+    server = await _app_server(aiohttp_server)
+    flips = iter([True, False, True, False, False, True])
+    first_bytes: list[int] = []
+    reused: list[bool] = []
+    trace = aiotrace.ClientTrace(
+        sample=lambda m, u: next(flips),
+        got_first_response_byte=lambda e: first_bytes.append(e.request.id),
+        got_conn=lambda e: reused.append(e.reused),
+    )
+    async with aiotrace.traced_session(trace=trace) as session:
+        for _ in range(6):
+            assert (await _get(session, server.make_url("/ok")))[0] == 200
+    assert len(first_bytes) == 3 and len(set(first_bytes)) == 3
+    assert reused == [False, True, True]

@@ -4,8 +4,8 @@ May import ``aiotrace._trace`` and aiohttp; nothing above (recording, the comman
 package that reads aiohttp's private names, and most of those reads sit in ``private.py``:
 
 * ``session``: ``traced_session()`` and the request boundary around ``session._request``;
-* ``connector``: ``TracingConnector``, with the reuse detector and redirect/retry tracking
-  (``got_conn`` fires there);
+* ``connector``: ``TracingConnector`` and ``TracingUnixConnector``, with the reuse detector,
+  redirect/retry tracking and the CONNECT tunnel (``got_conn`` fires there);
 * ``protocol``: the response handler (first byte, 1xx, status, why a connection closed);
 * ``messages``: the request and response classes (headers and body written, body done);
 * ``sockets``: the socket factory (one ``connect_start``/``connect_done`` per address);

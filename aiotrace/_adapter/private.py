@@ -24,16 +24,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AIOHTTP_DEFAULT_SSL_CONTEXTS",
+    "acquired_key",
     "asked_to_close",
     "connector_unused",
     "dns_cache_state",
     "install_protocol_factory",
     "install_request_boundary",
     "make_ssl_context",
-    "acquired_key",
     "pool_contents",
-    "socket_factory",
     "set_socket_factory",
+    "socket_factory",
     "trace_config_list",
 ]
 
@@ -52,7 +52,7 @@ def make_ssl_context(verified: bool) -> ssl.SSLContext:
 
 
 def install_protocol_factory(
-    connector: TCPConnector, protocol_class: Callable[..., ResponseHandler]
+    connector: BaseConnector, protocol_class: Callable[..., ResponseHandler]
 ) -> None:
     """Make the connector build ``protocol_class`` connections.
 

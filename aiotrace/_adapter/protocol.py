@@ -75,7 +75,9 @@ class TracingResponseHandler(ResponseHandler):
     def close(self) -> None:
         if self.transport is not None:
             conn = self.aiotrace_conn
-            if self.aiotrace_hop is None and not conn.releasing:
+            if conn.upgraded:  # a WebSocket's: it ends when the caller closes it
+                conn.closing("upgraded")
+            elif self.aiotrace_hop is None and not conn.releasing:
                 # Idle, only the connector closes it: past keepalive_timeout, or found dead
                 # when taken from the pool.
                 conn.closing("idle_timeout")
@@ -94,7 +96,10 @@ class TracingResponseHandler(ResponseHandler):
         conn = self.aiotrace_conn
         if conn.closed_at is None:
             conn.closed_at = _now()
-            conn.closing("error" if exc is not None else "server_closed")
+            if conn.upgraded:
+                conn.closing("upgraded")
+            else:
+                conn.closing("error" if exc is not None else "server_closed")
         hop = self.aiotrace_hop
         payload = self._payload if hop is not None else None
         _connection_lost(self, exc)

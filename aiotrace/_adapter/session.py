@@ -18,7 +18,7 @@ from .._trace.clock import now as _now
 from .._trace.context import scoped_trace
 from .._trace.hooks import ClientTrace, compose
 from .._trace.request import RequestCell, RequestState, current_request
-from .connector import TracingConnector
+from .connector import TracingConnector, TracingUnixConnector
 from .messages import traced_request_class
 from .private import install_request_boundary
 
@@ -42,7 +42,7 @@ def _as_trace(obj: object, what: str) -> ClientTrace | None:
 def traced_session(
     *,
     trace: ClientTrace | Any = None,
-    connector: TracingConnector | None = None,
+    connector: TracingConnector | TracingUnixConnector | None = None,
     request_class: type[ClientRequest] = ClientRequest,
     response_class: type[ClientResponse] = ClientResponse,
     **kwargs: Any,
@@ -51,15 +51,17 @@ def traced_session(
 
     ``trace=`` (a :class:`ClientTrace` or a :class:`Recorder`) traces every request of the
     session, composing with scoped and per-request traces. ``connector`` must be a
-    :class:`TracingConnector` (one with default settings is made if omitted).
+    :class:`TracingConnector` (one with default settings is made if omitted) or, for a Unix
+    socket, a :class:`TracingUnixConnector`.
     """
     session_trace = _as_trace(trace, "trace=")
     if connector is None:
         connector = TracingConnector()
-    elif not isinstance(connector, TracingConnector):
+    elif not isinstance(connector, (TracingConnector, TracingUnixConnector)):
         raise TypeError(
-            "traced_session(connector=...) needs an aiotrace.TracingConnector "
-            f"(it takes every TCPConnector argument), not {type(connector).__name__}"
+            "traced_session(connector=...) needs an aiotrace.TracingConnector (it takes every "
+            "TCPConnector argument) or aiotrace.TracingUnixConnector (every UnixConnector "
+            f"argument), not {type(connector).__name__}"
         )
     session = ClientSession(
         connector=connector,
@@ -125,6 +127,10 @@ def _boundary(
                 return _counted(run, counters, False, method, str_or_url) if counters else run
             if counters or scoped is not None:
                 run = aiohttp_request(method, str_or_url, **kw)
+                if scoped is None and len(counters) == 1:
+                    counts = counters[0]
+                    if getattr(counts, "rows", None) is not None:  # a BoundaryCounts
+                        return _counted_rows(run, counts, str_or_url)
                 return _counted(run, counters, scoped is not None, method, str_or_url)
             return aiohttp_request(method, str_or_url, **kw)
         return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
@@ -162,6 +168,23 @@ async def _counted(
     t1 = _now()
     for count in counters:
         count(method, str_or_url, response.status, None, t0, t1)
+    return response
+
+
+async def _counted_rows(run: Coroutine[Any, Any, Any], counts: Any, str_or_url: Any) -> Any:
+    """``_counted`` for the usual case, one Recorder's ``BoundaryCounts`` and no scope to
+    leave: its row appended here, with no call (folded every ``limit`` values, or when the
+    Recorder's stats are read)."""
+    rows = counts.rows
+    t0 = _now()
+    try:
+        response = await run
+    except BaseException as e:
+        rows += (str_or_url, None, type(e).__name__, _now() - t0)
+        raise
+    rows += (str_or_url, response.status, None, _now() - t0)
+    if len(rows) >= counts.limit:
+        counts.fold()
     return response
 
 

@@ -177,5 +177,5 @@ def _got_conn(ctx: _Ctx, *, reused: bool) -> None:
         return
     ctx.connecting = False
     cs = ConnState()  # signals name no connection: a stand-in without addresses
-    cs.info = ConnInfo(id=cs.id, local_addr=None, remote_addr=None, tls=None)
+    cs.info = ConnInfo(id=cs.id, local_addr=None, remote_addr=None, tls=None, proxy=None)
     hop.got_conn(cs, reused, 0.0)

@@ -29,7 +29,7 @@ from opentelemetry.metrics import (
 )
 
 from .._adapter.instrumented import pool_counts
-from .._record.timeline import PHASES
+from .._record.phases import PHASES
 from .._version import __version__
 
 if TYPE_CHECKING:

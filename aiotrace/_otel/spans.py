@@ -50,8 +50,8 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
-from .._record.redact import DEFAULT_REDACTION, Redaction
-from .._record.timeline import PHASES, phase_values
+from .._record.phases import PHASES, phase_values
+from .._record.redact import DEFAULT_REDACTION, Redaction, without_credentials
 from .._trace.clock import now as _now
 from .._trace.clock import wall_time
 from .._trace.hooks import ClientTrace, log
@@ -397,8 +397,7 @@ class OTelTrace:
             attrs["error.type"] = etype
         span.set_attributes(attrs)
         if err is not None:
-            span.record_exception(err)
-            span.set_status(Status(StatusCode.ERROR, f"{type(err).__qualname__}: {err}"))
+            _failed(span, err)
         elif etype is not None:
             span.set_status(Status(StatusCode.ERROR))
         if single:
@@ -475,7 +474,7 @@ class OTelTrace:
         else:
             span.set_attributes(attrs)
         if hop.err is not None:
-            span.set_status(Status(StatusCode.ERROR, f"{type(hop.err).__qualname__}: {hop.err}"))
+            _failed(span, hop.err)
         elif etype is not None:
             span.set_status(Status(StatusCode.ERROR))
         if self._phase_spans:
@@ -501,6 +500,16 @@ class OTelTrace:
                 start_time=_ns(at),
             ).end(end_time=_ns(end))
             at = end
+
+
+def _failed(span: Span, err: BaseException) -> None:
+    """ERROR status and the semantic conventions' exception event, with no URL credentials
+    in either (aiohttp's messages quote a proxy's URL whole). Not ``record_exception``: it
+    would put ``str(err)`` as it is, and format the traceback on every failure."""
+    kind = type(err).__qualname__
+    message = without_credentials(str(err))
+    span.add_event("exception", {"exception.type": kind, "exception.message": message})
+    span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}" if message else kind))
 
 
 def _hop_name(hop: HopState) -> str:

@@ -11,11 +11,14 @@ time, so the untraced path pays an append.
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import repeat
+from operator import mul
 from typing import Any
 
 from yarl import URL
 
-from .stats import LatencyHistogram
+from .histogram import LatencyHistogram
 
 __all__ = ["BoundaryCounts", "HostCounts"]
 
@@ -41,12 +44,14 @@ class BoundaryCounts:
 
     __slots__ = ("_labels", "hosts", "rows")
 
+    limit = _LIMIT  # values in ``rows`` before they are folded
+
     def __init__(self) -> None:
         self.rows: list[Any] = []
         self.hosts: dict[str, HostCounts] = {}
         self._labels: dict[Any, str] = {}
 
-    def add(
+    def __call__(
         self,
         method: str,
         url: Any,
@@ -55,35 +60,60 @@ class BoundaryCounts:
         t0: float,
         t1: float,
     ) -> None:
-        """Count one request (the boundary's ``on_unsampled`` signature)."""
+        """Count one request: the boundary's ``on_unsampled`` (which, for this class, appends
+        the row itself: see ``aiotrace._adapter.session._counted_rows``)."""
         rows = self.rows
         rows += (url, status, None if err is None else type(err).__name__, t1 - t0)
         if len(rows) >= _LIMIT:
             self.fold()
 
     def fold(self) -> None:
-        """Fold the pending rows into the per-host counts."""
+        """Fold the pending rows into the per-host counts: outcomes counted by (URL, status,
+        error) with a C-level Counter, so that Python works per distinct outcome, not per
+        request; the times go to each host's histogram's pending list (bucketed a batch at a
+        time by ``LatencyHistogram.flush``), in one C-level extend where the batch has one
+        host."""
         rows = self.rows
+        if not rows:
+            return
         hosts = self.hosts
-        labels = self._labels
-        for i in range(0, len(rows), _ROW):
-            url, status, err, seconds = rows[i : i + _ROW]
-            label = labels.get(url)
-            if label is None:
-                label = _label(url)
-                if len(labels) >= _LABELS_LIMIT:
-                    labels.clear()
-                labels[url] = label
-            counts = hosts.get(label)
+        urls = rows[0::_ROW]
+        seconds = rows[3::_ROW]
+        by_url: dict[Any, HostCounts] = {}
+        for (url, status, err), n in Counter(
+            zip(urls, rows[1::_ROW], rows[2::_ROW], strict=True)
+        ).items():
+            counts = by_url.get(url)
             if counts is None:
-                counts = hosts[label] = HostCounts()
-            counts.requests += 1
+                counts = by_url[url] = self._host(url)
+            counts.requests += n
             if err is not None:
-                counts.errors[err] = counts.errors.get(err, 0) + 1
+                counts.errors[err] = counts.errors.get(err, 0) + n
             elif status is not None:
-                counts.statuses[status] = counts.statuses.get(status, 0) + 1
-            counts.response.add(seconds * 1000.0)
+                counts.statuses[status] = counts.statuses.get(status, 0) + n
+        if len({id(c) for c in by_url.values()}) == 1:
+            pending = next(iter(by_url.values())).response.pending
+            pending.extend(map(mul, seconds, repeat(1000.0)))
+        else:
+            for url, secs in zip(urls, seconds, strict=True):
+                by_url[url].response.pending.append(secs * 1000.0)
+        for counts in hosts.values():
+            counts.response.flush()
         rows.clear()
+
+    def _host(self, url: Any) -> HostCounts:
+        """The counts of ``url``'s ``host:port``, made on first use."""
+        labels = self._labels
+        label = labels.get(url)
+        if label is None:
+            label = _label(url)
+            if len(labels) >= _LABELS_LIMIT:
+                labels.clear()
+            labels[url] = label
+        counts = self.hosts.get(label)
+        if counts is None:
+            counts = self.hosts[label] = HostCounts()
+        return counts
 
     def clear(self) -> None:
         self.rows.clear()

@@ -57,9 +57,10 @@ __all__ = ["ROW", "KeptRequests"]
 # The tail, for a new connection or a wait for the pool (one tuple of plain values: the one
 # object such a row keeps, beside its connection's): reused, t_pool_start, t_pool_done,
 # t_dns_start, t_dns_done, dns_host, addrs (joined by commas), dns_cached, dns_coalesced,
-# t_connect_start, t_connect_done, t_tls_start, t_tls_done, reuse_miss.
+# t_connect_start, t_connect_done, t_tls_start, t_tls_done, reuse_miss, and through a proxy's
+# CONNECT tunnel t_tunnel_start, t_tunnel_done, tunnel_status.
 ROW = 24
-_POOLED = (True, None, None, None, None, None, None, False, False, None, None, None, None, None)
+_POOLED = (True, None, None, None, None, None, None, False, False, *(None,) * 8)
 _WHOLE_PAD = (None,) * (ROW - 2)
 
 # yarl keeps a URL as five encoded strings, read here from its private slots (yarl 1.18.0 to
@@ -154,6 +155,9 @@ class KeptRequests:
                         hop.t_tls_start,
                         hop.t_tls_done,
                         hop.reuse_miss,
+                        hop.t_tunnel_start,
+                        hop.t_tunnel_done,
+                        hop.tunnel_status,
                     )
                 extend(
                     (
@@ -239,7 +243,7 @@ class KeptRequests:
         (
             reused, t_pool_start, t_pool_done, t_dns_start, t_dns_done, dns_host, addrs,
             dns_cached, dns_coalesced, t_connect_start, t_connect_done, t_tls_start,
-            t_tls_done, reuse_miss,
+            t_tls_done, reuse_miss, t_tunnel_start, t_tunnel_done, tunnel_status,
         ) = kept or _POOLED  # fmt: skip
         url = _thaw_url(scheme, netloc, path, query, fragment)
         state = RequestState.__new__(RequestState)
@@ -289,6 +293,10 @@ class KeptRequests:
             hop.t_tls_start = t_tls_start
             hop.t_tls_done = t_tls_done
             hop.reuse_miss = reuse_miss
+            if t_tunnel_start is not None:
+                hop.t_tunnel_start = t_tunnel_start
+                hop.t_tunnel_done = t_tunnel_done
+                hop.tunnel_status = tunnel_status
         hop.status = hop_status
         hop.body_task = False
         state.hop = hop

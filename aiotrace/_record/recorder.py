@@ -4,6 +4,11 @@ A Recorder's ``trace`` sets no hooks: it observes each request's state at its st
 running requests can be read) and at its end (to keep it, frozen into plain values: see
 ``kept.py``; or, aggregate-only, to fold it), and reads the timeline from the stamps the
 state took anyway. So recording costs no event objects, whatever the number of hops.
+
+With ``loop_stalls``, a :class:`~aiotrace.LoopStallMonitor` runs while the Recorder is
+entered, and each finished request is checked against it (``_StallBook``): one comparison
+when no stall was recorded since the request started, the phases' overlaps otherwise, kept
+(by request id, only for requests that overlapped a stall) and folded into ``stats``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from .._trace.hooks import ClientTrace
 from .._trace.request import RequestState
 from .._trace.sampling import Sample
 from .counts import BoundaryCounts
+from .fold import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostTable
 from .har import har_log
-from .kept import KeptRequests
+from .kept import ROW, KeptRequests
+from .phases import phase_values
 from .redact import DEFAULT_REDACTION, Redaction
-from .stats import BATCH, OPENED_LIMIT, ROWS_LIMIT, HostStats, HostTable
-from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline, phase_values
+from .stalls import LoopStallMonitor, phase_stalls
+from .stats import HostStats, Stats
+from .timeline import UNSAMPLED, ConnectionRecord, RequestTimeline
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,6 +59,12 @@ class Recorder:
     ``keep_errors=True`` keeps, as a timeline with no round trips, an unsampled request that
     failed (an exception or a 5xx response) or (``keep_slower_than``, seconds) took longer
     than that to its response.
+
+    ``loop_stalls=True`` (or a :class:`LoopStallMonitor` of your own, to share one between
+    Recorders or set its ``threshold``) watches the event loop while the Recorder is entered
+    (``async with``); each hop then reports the ms of each phase the loop was stalled
+    (``Hop.stalls``), and ``stats`` each host's stall ms. Off by default: the monitor wakes
+    the loop every 10 ms, even when idle.
     """
 
     def __init__(
@@ -63,11 +77,24 @@ class Recorder:
         sample_seed: int | None = None,
         keep_errors: bool = False,
         keep_slower_than: float | None = None,
+        loop_stalls: bool | LoopStallMonitor = False,
     ) -> None:
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"max_requests must be at least 1, not {max_requests}")
         if keep_slower_than is not None and not keep_slower_than >= 0:
             raise ValueError(f"keep_slower_than must be seconds >= 0, not {keep_slower_than!r}")
+        if isinstance(loop_stalls, LoopStallMonitor):
+            monitor: LoopStallMonitor | None = loop_stalls
+        elif loop_stalls is True:
+            monitor = LoopStallMonitor()
+        elif loop_stalls is False:
+            monitor = None
+        else:
+            raise TypeError(
+                f"loop_stalls takes True, False or a LoopStallMonitor, not {loop_stalls!r}"
+            )
+        self.stall_monitor = monitor
+        """The :class:`LoopStallMonitor` (``loop_stalls``), or ``None``."""
         self.max_requests = max_requests
         self.aggregate_only = aggregate_only
         self.redaction = redaction
@@ -88,16 +115,21 @@ class Recorder:
             )
             self.on_start = kept.running.add  # a set's own method: no frame
             self.on_finish = kept.on_finish
+        self._stalls: _StallBook | None = None
+        if monitor is not None:
+            folded = aggregate_only or max_requests is not None
+            book = self._stalls = _StallBook(monitor, self._stats if folded else None, self._kept)
+            self.on_finish = book.observer(self.on_finish)
         # Under sampling, every request is counted at the boundary too (see counts.py).
         self._counts: BoundaryCounts | None = None
         self.on_unsampled: Callable[..., None] | None = None
         if self.trace._sampler is not None:
             counts = self._counts = BoundaryCounts()
-            self.on_finish = functools.partial(_count_sampled, counts.add, self.on_finish)
-            self.on_unsampled = counts.add
+            self.on_finish = functools.partial(_count_sampled, counts, self.on_finish)
+            self.on_unsampled = counts
             if keep_errors and self._kept is not None:
                 self.on_unsampled = functools.partial(
-                    self._keep_unsampled, counts.add, keep_slower_than
+                    self._keep_unsampled, counts, keep_slower_than
                 )
         self._scopes: list[AbstractContextManager[ClientTrace]] = []
 
@@ -109,6 +141,8 @@ class Recorder:
     # -- scoping ----------------------------------------------------------------------------
 
     def __enter__(self) -> Recorder:
+        if self.stall_monitor is not None:
+            self.stall_monitor.start()  # first: it may refuse (no running loop)
         scope = with_client_trace(self.trace)
         scope.__enter__()
         self._scopes.append(scope)
@@ -121,6 +155,8 @@ class Recorder:
         tb: TracebackType | None,
     ) -> None:
         self._scopes.pop().__exit__(exc_type, exc, tb)
+        if self.stall_monitor is not None:
+            self.stall_monitor.stop()
 
     async def __aenter__(self) -> Recorder:
         return self.__enter__()
@@ -146,7 +182,8 @@ class Recorder:
     @property
     def requests(self) -> list[RequestTimeline]:
         """The kept timelines, in start order."""
-        return [RequestTimeline(state) for state in self._states()]
+        stalls = self._stalls
+        return [RequestTimeline(state, stalls) for state in self._states()]
 
     @property
     def connections(self) -> list[ConnectionRecord]:
@@ -164,8 +201,9 @@ class Recorder:
         return [records[k] for k in sorted(records)]
 
     @property
-    def stats(self) -> dict[str, HostStats]:
-        """Per ``host:port`` aggregates of finished requests (in every mode).
+    def stats(self) -> Stats:
+        """Per ``host:port`` aggregates of finished requests (in every mode): a snapshot, a
+        :class:`Stats` of its own (to read, merge or write out while this one goes on).
 
         Under sampling, ``requests``, ``statuses`` and ``errors`` count every request, the
         phases only the sampled ones (``sampled`` of them), and the ``response`` histogram
@@ -175,13 +213,16 @@ class Recorder:
             table = self._stats
         else:
             table = HostTable()
+            book = self._stalls
             for state in self._states():
                 if state.done and state.observer_data is not UNSAMPLED:
                     _fold(table, state)
+                    if book is not None:
+                        book.fold(table, state)
             table.flush()
-        if self._counts is None:
-            return dict(table)
-        return _with_counts(table, self._counts)
+        if self._counts is not None:
+            return Stats(_with_counts(table, self._counts))  # copies
+        return Stats().merge(table) if table is self._stats else Stats(table)
 
     @property
     def sample_rate(self) -> float | None:
@@ -190,10 +231,13 @@ class Recorder:
         return float(sample) if isinstance(sample, int | float) else None
 
     def clear(self) -> None:
-        """Forget every timeline, connection and aggregate."""
+        """Forget every timeline, connection and aggregate (not the stall monitor's record:
+        it may be shared)."""
         if self._kept is not None:
             self._kept.clear()
         self._stats.clear()
+        if self._stalls is not None:
+            self._stalls.by_request.clear()
         if self._counts is not None:
             self._counts.clear()
 
@@ -246,6 +290,83 @@ class Recorder:
     def to_har(self) -> dict[str, Any]:
         """The kept requests as a HAR 1.2 document (one entry per round trip)."""
         return har_log(self.requests, self.redaction)
+
+
+class _StallBook:
+    """A Recorder's loop stalls: each finished request is checked against the monitor; the
+    stall ms of those that overlapped a stall are kept per round trip (by request id, when
+    the Recorder keeps timelines; pruned with a ring) and folded into ``table`` (when the
+    Recorder folds as requests finish). Also the timelines' :class:`StallSource`."""
+
+    __slots__ = ("by_request", "kept", "monitor", "table")
+
+    def __init__(
+        self, monitor: LoopStallMonitor, table: HostTable | None, kept: KeptRequests | None
+    ) -> None:
+        self.monitor = monitor
+        self.table = table
+        self.kept = kept
+        # request id -> one entry per round trip: stall ms per phase (PHASES order, None: the
+        # phase did not happen). Only requests that overlapped a stall.
+        self.by_request: dict[int, tuple[list[float | None], ...]] = {}
+
+    def observer(self, inner: Callable[[RequestState], None]) -> Callable[[RequestState], None]:
+        """``inner`` (the Recorder's on_finish), then the request's stalls, if any."""
+        monitor = self.monitor
+        finished = self._finished
+
+        def on_finish(state: RequestState) -> None:
+            inner(state)
+            done = state.t_done
+            if done is not None and done - monitor._due > monitor.threshold:
+                monitor.catch_up(done)  # the loop ran this before the overdue tick
+            if monitor._last_end > state.t_start:  # a stall since it began
+                finished(state)
+
+        return on_finish
+
+    def _finished(self, state: RequestState) -> None:
+        monitor = self.monitor
+        per_hop = tuple(phase_stalls(monitor, h, check=False) or [] for h in state.hops)
+        if not any(any(v) for v in per_hop):
+            return
+        if self.kept is not None:
+            by_request = self.by_request
+            by_request[state.id] = per_hop
+            limit = self.kept.limit
+            if limit is not None and len(by_request) > 2 * limit + 16:
+                live = set(self.kept.rows[0::ROW])  # the ring's rows (each starts with its id)
+                for rid in [rid for rid in by_request if rid not in live]:
+                    del by_request[rid]
+        if self.table is not None:
+            self._fold_into(self.table, state, per_hop)
+
+    def fold(self, table: HostTable, state: RequestState) -> None:
+        """Fold a kept request's stalls into ``table`` (an unbounded Recorder's ``stats``)."""
+        per_hop = self.by_request.get(state.id)
+        if per_hop is not None:
+            self._fold_into(table, state, per_hop)
+
+    @staticmethod
+    def _fold_into(
+        table: HostTable, state: RequestState, per_hop: tuple[list[float | None], ...]
+    ) -> None:
+        for hop, values in zip(state.hops, per_hop, strict=True):
+            if values:
+                table.host(_host_of(hop)).add_stall(values)
+
+    def hop_stalls(
+        self, state: RequestState, position: int, hop: HopState
+    ) -> list[float | None] | None:
+        """The timelines' view (see StallSource): for a finished request, what was found when
+        it finished (zeros if it is not kept here); for a running one, what the monitor says
+        now; ``None`` for a round trip the monitor did not watch throughout."""
+        if not state.done:
+            return phase_stalls(self.monitor, hop)
+        per_hop = self.by_request.get(state.id)
+        if per_hop is not None:
+            return per_hop[position] or None
+        return phase_stalls(self.monitor, hop, overlaps=False)
 
 
 def _count_sampled(
@@ -359,6 +480,8 @@ def _fold_opened(
             ends.append(ended)
     opened = into.opened
     opened += (label, status, hop.reused, hop.t_get_conn, *ends, wrote, first, body)
+    if (miss := hop.reuse_miss) is not None:
+        into.misses += (label, miss)
     if len(opened) >= OPENED_LIMIT:
         into.fold_opened()
         if into.pending >= BATCH:
@@ -386,6 +509,8 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         stats.round_trips += 1
         if hop.reused:
             stats.reused += 1
+        elif (miss := hop.reuse_miss) is not None:
+            stats.reuse_miss[miss] = stats.reuse_miss.get(miss, 0) + 1
         values, total, _ = phase_values(hop)
         into.leave(stats, values, total)
         return
@@ -395,6 +520,8 @@ def _fold_any(into: HostTable, state: RequestState) -> None:
         hop_stats.round_trips += 1
         if hop.reused:
             hop_stats.reused += 1
+        elif (miss := hop.reuse_miss) is not None:
+            hop_stats.reuse_miss[miss] = hop_stats.reuse_miss.get(miss, 0) + 1
         values, hop_total, _ = phase_values(hop)
         into.leave(hop_stats, values, None)
         total += hop_total

@@ -6,12 +6,13 @@ and the values of credential headers are replaced. ``Redaction(enabled=False)`` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from yarl import URL
 
-__all__ = ["DEFAULT_REDACTION", "REDACTED", "Redaction"]
+__all__ = ["DEFAULT_REDACTION", "REDACTED", "Redaction", "without_credentials"]
 
 REDACTED = "REDACTED"
 
@@ -82,3 +83,12 @@ class Redaction:
 
 
 DEFAULT_REDACTION = Redaction()
+
+
+# ``scheme://user:password@`` (or ``scheme://user@``) anywhere in a text.
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@'\"]+@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the user info of every URL in it taken out (error messages name URLs)."""
+    return _URL_CREDENTIALS.sub("", text) if "@" in text else text

@@ -2,14 +2,12 @@
 
 Theory of operation
 -------------------
-A round trip's phases are laid end to end from its ``get_conn`` stamp, in Go's order:
-``blocked`` (pool wait), ``dns``, ``connect`` (TCP only), ``tls``, ``send`` (connection ready
-to request written), ``wait`` (request written to first response byte) and ``receive``
-(first byte to body done). Each phase that happened runs from where the previous one that
-happened ended to its own end stamp, so small gaps between aiohttp's steps fall inside the
-next phase and the phases always add up to ``total`` exactly. A phase that did not happen is
-``None`` (HAR writes -1). A phase cut short by a failure ends when the round trip failed;
-nothing is ever negative. Times are milliseconds.
+A round trip's phases (``blocked``, ``dns``, ``connect``, ``tls``, ``send``, ``wait``,
+``receive``) are computed by ``phases.py``, whose docstring states their rules: laid end to
+end from the ``get_conn`` stamp, they always add up to ``total``. Times are milliseconds.
+
+Loop stalls (a Recorder with ``loop_stalls``) are given per phase on the same layout: how
+many of a phase's ms the event loop was stalled (``stalls.py``), as a second ``Timings``.
 
 Marks are curl's ``--write-out`` timers: cumulative milliseconds from the hop's start to
 the end of name lookup, TCP connect, TLS (``appconnect``), connection ready
@@ -18,14 +16,14 @@ the end of name lookup, TCP connect, TLS (``appconnect``), connection ready
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from itertools import repeat
-from operator import add, mul, sub
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._trace.clock import now as _now
 from .._trace.clock import wall_time
-from .redact import DEFAULT_REDACTION, Redaction
+from .._trace.connection import proxy_label
+from .phases import ms_between, phase_values
+from .redact import DEFAULT_REDACTION, Redaction, without_credentials
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -41,11 +39,11 @@ __all__ = [
     "Marks",
     "Redirect",
     "RequestTimeline",
+    "StallSource",
     "Timings",
     "hop_timings",
 ]
 
-PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
 # A request no trace sampled, kept by a Recorder with ``keep_errors`` from what the request
 # boundary saw: its state's ``observer_data`` (it has no round trips).
 UNSAMPLED = "aiotrace.unsampled"
@@ -63,6 +61,16 @@ class Timings:
     wait: float | None
     receive: float | None
     total: float
+
+
+class StallSource(Protocol):
+    """Where a timeline finds its round trips' loop stalls (a Recorder's, see _recorder.py)."""
+
+    def hop_stalls(
+        self, state: RequestState, position: int, hop: HopState
+    ) -> list[float | None] | None:
+        """Stall ms of each phase of ``state``'s round trip ``hop`` (``PHASES`` order, ``None``
+        where the phase did not happen); ``None``: not known."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,120 +94,26 @@ class Redirect:
     status: int
 
 
-def _ms(a: float, b: float) -> float:
-    d = (b - a) * 1000.0
-    return d if d > 0.0 else 0.0
+def plain_values(obj: Any) -> dict[str, Any]:
+    """A dataclass of plain values (``Timings``, ``Marks``, ``TLSInfo``) as a dict: what
+    ``dataclasses.asdict`` gives, without its recursive deep copies, at a tenth of the cost
+    (asdict made most of the time an export of many timelines took; exports call this three
+    times a hop)."""
+    names = _FIELDS.get(cls := type(obj))
+    if names is None:
+        names = _FIELDS[cls] = tuple(cls.__dataclass_fields__)
+    return {name: getattr(obj, name) for name in names}
 
 
-def phase_values(h: HopState) -> tuple[list[float | None], float, tuple[float, float, float]]:
-    """The seven phases in ``PHASES`` order (ms or None), the total, and where DNS, TCP and TLS
-    ended (stamps, for the marks). Plain values: the aggregate path builds no objects.
-
-    Written for speed (the aggregate fold and the OTel export call it per request): two flat
-    tuples zipped, no tuple per phase."""
-    t0 = h.t_get_conn
-    got, wrote, first, body, t_end = (
-        h.t_got_conn,
-        h.t_wrote_request,
-        h.t_first_byte,
-        h.t_body_done,
-        h.t_end,
-    )
-    end = body or t_end
-    if end is None:  # still running: up to the last thing that happened
-        stamps = (t0, h.t_pool_done, h.t_dns_done, h.t_connect_done, h.t_tls_done, got, wrote)
-        end = max(t for t in (*stamps, first) if t is not None)
-    cut = t_end if t_end is not None else end  # where a phase cut short ends
-    starts = (h.t_pool_start, h.t_dns_start, h.t_connect_start, h.t_tls_start, got, wrote, first)
-    stops = (h.t_pool_done, h.t_dns_done, h.t_connect_done, h.t_tls_done, wrote, first, body)
-    values: list[float | None] = []
-    ats = []  # where each phase ended (the marks are DNS's, TCP's and TLS's)
-    at = t0
-    last = -1
-    for i, started in enumerate(starts):
-        if started is None:
-            values.append(None)
-        else:
-            stop = stops[i]
-            if stop is None:
-                stop = cut
-            d = (stop - at) * 1000.0
-            values.append(d if d > 0.0 else 0.0)
-            if stop > at:
-                at = stop
-            last = i
-        ats.append(at)
-    if end > at and last >= 0:  # time after the last stamp belongs to the last phase
-        values[last] = (values[last] or 0.0) + (end - at) * 1000.0
-    total = _ms(t0, end if end > at else at)
-    return values, total, (ats[1], ats[2], ats[3])
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def pooled_phase_values(h: HopState) -> tuple[float, float, float] | None:
-    """send, wait and receive (ms) of a finished round trip on a pooled connection that did
-    not wait for it, as :func:`phase_values` computes them; ``None`` for any other."""
-    wrote, first, body = h.t_wrote_request, h.t_first_byte, h.t_body_done
-    if not h.reused or h.t_pool_start is not None:
-        return None
-    if wrote is None or first is None or body is None:
-        return None
-    return pooled_phases(h.t_get_conn, wrote, first, body)
-
-
-def pooled_phases(at: float, wrote: float, first: float, body: float) -> tuple[float, float, float]:
-    """send, wait and receive (ms) from a pooled round trip's four stamps: each phase starts
-    at the latest stamp so far (the module's rules)."""
-    send = (wrote - at) * 1000.0 if wrote > at else 0.0
-    if wrote > at:
-        at = wrote
-    wait = (first - at) * 1000.0 if first > at else 0.0
-    if first > at:
-        at = first
-    receive = (body - at) * 1000.0 if body > at else 0.0
-    return send, wait, receive
-
-
-def pooled_phase_columns(
-    get_conn: list[float], wrote: list[float], first_byte: list[float], body_done: list[float]
-) -> tuple[list[float], list[float], list[float], list[float]]:
-    """:func:`pooled_phase_values` of many such round trips at once, from their stamps column
-    by column: send, wait, receive and their sum (the total), each a list; the same values,
-    computed with C-level maps (no Python frame per round trip: the aggregate fold)."""
-    ms = repeat(1000.0)
-    send = list(map(mul, map(sub, wrote, get_conn), ms))
-    wait = list(map(mul, map(sub, first_byte, wrote), ms))
-    receive = list(map(mul, map(sub, body_done, first_byte), ms))
-    if min(send) < 0.0 or min(wait) < 0.0 or min(receive) < 0.0:
-        # Stamps out of order somewhere (the first byte before the request was written: a
-        # paused transport): each phase starts at the latest stamp so far, as in
-        # pooled_phase_values. (builtin max is the slow part: only when needed.)
-        at_wrote = list(map(max, get_conn, wrote))
-        at_first = list(map(max, at_wrote, first_byte))
-        send = list(map(mul, map(sub, at_wrote, get_conn), ms))
-        wait = list(map(mul, map(sub, at_first, at_wrote), ms))
-        receive = list(map(mul, map(sub, map(max, at_first, body_done), at_first), ms))
-    return send, wait, receive, list(map(add, map(add, send, wait), receive))
-
-
-def chained_phase_columns(
-    get_conn: list[float], stops: list[list[float]]
-) -> tuple[list[list[float]], list[float]]:
-    """:func:`phase_values` of many finished round trips that took the same phases, from
-    their stamps column by column: ``stops`` holds, in ``PHASES`` order, the end stamps of
-    the phases they took (the last three: request written, first byte, body done). Gives
-    each phase's values and the totals, each a list: the same values as ``phase_values``,
-    with C-level maps (the aggregate fold of requests that opened a connection)."""
-    ms = repeat(1000.0)
-    at = get_conn
-    columns = []
-    for stop in stops:
-        d = list(map(sub, stop, at))
-        if min(d) < 0.0:  # out of order somewhere: the phase starts at the latest stamp
-            stop = list(map(max, at, stop))
-            d = list(map(sub, stop, at))
-        columns.append(list(map(mul, d, ms)))
-        at = stop
-    return columns, list(map(mul, map(sub, at, get_conn), ms))
+def conn_values(conn: ConnInfo) -> dict[str, Any]:
+    """A connection's ``ConnInfo`` as a dict, its ``TLSInfo`` as a nested one."""
+    values = plain_values(conn)
+    if conn.tls is not None:
+        values["tls"] = plain_values(conn.tls)
+    return values
 
 
 def hop_timings(h: HopState) -> tuple[Timings, Marks]:
@@ -218,22 +132,40 @@ def hop_timings(h: HopState) -> tuple[Timings, Marks]:
         total=total,
     )
     marks = Marks(
-        namelookup=_ms(t0, mark_dns) if dns is not None else None,
-        connect=_ms(t0, mark_connect) if connect is not None else None,
-        appconnect=_ms(t0, mark_tls) if tls is not None else None,
-        pretransfer=_ms(t0, h.t_got_conn) if h.t_got_conn is not None else None,
-        starttransfer=_ms(t0, h.t_first_byte) if h.t_first_byte is not None else None,
+        namelookup=ms_between(t0, mark_dns) if dns is not None else None,
+        connect=ms_between(t0, mark_connect) if connect is not None else None,
+        appconnect=ms_between(t0, mark_tls) if tls is not None else None,
+        pretransfer=ms_between(t0, h.t_got_conn) if h.t_got_conn is not None else None,
+        starttransfer=ms_between(t0, h.t_first_byte) if h.t_first_byte is not None else None,
         total=total,
     )
     return timings, marks
 
 
 def _error(err: BaseException | None) -> str | None:
+    """An error as ``Type: message``, with any URL's credentials taken out (aiohttp's proxy
+    errors name the proxy URL whole)."""
     if err is None:
         return None
-    text = str(err)
+    text = without_credentials(str(err))
     name = type(err).__name__
     return f"{name}: {text}" if text else name
+
+
+def _proxy(h: HopState, info: ConnInfo | None) -> str | None:
+    """The proxy the round trip went through, without credentials."""
+    if info is not None:
+        return info.proxy
+    proxy = h.proxy
+    return None if proxy is None else proxy_label(proxy)
+
+
+def _tunnelms_between(h: HopState) -> float | None:
+    """The CONNECT tunnel's round trip (ms), where this round trip opened one."""
+    start, done = h.t_tunnel_start, h.t_tunnel_done
+    if start is None:
+        return None
+    return ms_between(start, done if done is not None else (h.t_end or start))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,14 +186,21 @@ class Hop:
     dns_addrs: tuple[str, ...]
     dns_cached: bool
     dns_coalesced: bool
+    proxy: str | None
+    tunnel: float | None
+    proxy_status: int | None
     timings: Timings
     marks: Marks
     error: str | None
+    stalls: Timings | None = None
+    """ms of each phase (and of the total) the event loop was stalled, as ``timings`` lays
+    them out; ``None`` unless a Recorder's ``loop_stalls`` monitor watched the round trip."""
 
     @classmethod
-    def of(cls, h: HopState) -> Hop:
+    def of(cls, h: HopState, stalls: list[float | None] | None = None) -> Hop:
         timings, marks = hop_timings(h)
         conn = h.conn
+        info = conn.info if conn is not None else None
         return cls(
             index=h.index,
             attempt=h.attempt,
@@ -269,7 +208,7 @@ class Hop:
             url=h.url,
             status=h.status,
             started_at=wall_time(h.t_get_conn),
-            connection=conn.info if conn is not None else None,
+            connection=info,
             reused=h.reused,
             was_idle=h.reused,
             idle_time=h.idle_time,
@@ -277,9 +216,13 @@ class Hop:
             dns_addrs=h.addrs,
             dns_cached=h.dns_cached,
             dns_coalesced=h.dns_coalesced,
+            proxy=_proxy(h, info),
+            tunnel=_tunnelms_between(h),
+            proxy_status=h.tunnel_status,
             timings=timings,
             marks=marks,
             error=_error(h.err),
+            stalls=None if stalls is None else _stall_timings(stalls),
         )
 
     def to_dict(self, redaction: Redaction = DEFAULT_REDACTION) -> dict[str, Any]:
@@ -292,7 +235,7 @@ class Hop:
             "url": redaction.url(self.url),
             "status": self.status,
             "started_at": self.started_at,
-            "connection": asdict(conn) if conn is not None else None,
+            "connection": conn_values(conn) if conn is not None else None,
             "reused": self.reused,
             "was_idle": self.was_idle,
             "idle_time_ms": self.idle_time * 1000.0,
@@ -302,10 +245,32 @@ class Hop:
                 "cached": self.dns_cached,
                 "coalesced": self.dns_coalesced,
             },
-            "timings": asdict(self.timings),
-            "marks": asdict(self.marks),
+            "proxy": None
+            if self.proxy is None
+            else {
+                "url": redaction.url(self.proxy),
+                "tunnel_ms": self.tunnel,
+                "status": self.proxy_status,
+            },
+            "timings": plain_values(self.timings),
+            "marks": plain_values(self.marks),
             "error": self.error,
+            "stalls": plain_values(self.stalls) if self.stalls is not None else None,
         }
+
+
+def _stall_timings(values: list[float | None]) -> Timings:
+    blocked, dns, connect, tls, send, wait, receive = values
+    return Timings(
+        blocked=blocked,
+        dns=dns,
+        connect=connect,
+        tls=tls,
+        send=send,
+        wait=wait,
+        receive=receive,
+        total=sum(v for v in values if v is not None),
+    )
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -313,13 +278,33 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
+def _summed(ts: list[Timings]) -> Timings:
+    """Each phase summed over ``ts`` (``None`` where it is ``None`` in all)."""
+    if not ts:
+        return Timings(
+            blocked=None, dns=None, connect=None, tls=None,
+            send=None, wait=None, receive=None, total=0.0,
+        )  # fmt: skip
+    return Timings(
+        blocked=_sum([t.blocked for t in ts]),
+        dns=_sum([t.dns for t in ts]),
+        connect=_sum([t.connect for t in ts]),
+        tls=_sum([t.tls for t in ts]),
+        send=_sum([t.send for t in ts]),
+        wait=_sum([t.wait for t in ts]),
+        receive=_sum([t.receive for t in ts]),
+        total=sum(t.total for t in ts),
+    )
+
+
 class RequestTimeline:
     """One request: its hops, redirect chain, retries and summed timings (a live view)."""
 
-    __slots__ = ("_hops", "_state")
+    __slots__ = ("_hops", "_stalls", "_state")
 
-    def __init__(self, state: RequestState) -> None:
+    def __init__(self, state: RequestState, stalls: StallSource | None = None) -> None:
         self._state = state
+        self._stalls = stalls
         self._hops: list[Hop] | None = None
 
     def __repr__(self) -> str:
@@ -372,7 +357,12 @@ class RequestTimeline:
         hops = self._hops
         if hops is not None:
             return hops
-        hops = [Hop.of(h) for h in self._state.hops]
+        source = self._stalls
+        if source is None:
+            hops = [Hop.of(h) for h in self._state.hops]
+        else:
+            state = self._state
+            hops = [Hop.of(h, source.hop_stalls(state, i, h)) for i, h in enumerate(state.hops)]
         if self._state.done:
             self._hops = hops
         return hops
@@ -398,22 +388,25 @@ class RequestTimeline:
         hops = self.hops
         if not hops:
             s = self._state  # unsampled and kept: the boundary's time to the response or error
-            total = _ms(s.t_start, s.t_done or s.t_start) if s.observer_data is UNSAMPLED else 0.0
+            total = (
+                ms_between(s.t_start, s.t_done or s.t_start)
+                if s.observer_data is UNSAMPLED
+                else 0.0
+            )
             return Timings(
                 blocked=None, dns=None, connect=None, tls=None,
                 send=None, wait=None, receive=None, total=total,
             )  # fmt: skip
-        ts = [h.timings for h in hops]
-        return Timings(
-            blocked=_sum([t.blocked for t in ts]),
-            dns=_sum([t.dns for t in ts]),
-            connect=_sum([t.connect for t in ts]),
-            tls=_sum([t.tls for t in ts]),
-            send=_sum([t.send for t in ts]),
-            wait=_sum([t.wait for t in ts]),
-            receive=_sum([t.receive for t in ts]),
-            total=sum(t.total for t in ts),
-        )
+        return _summed([h.timings for h in hops])
+
+    @property
+    def stalls(self) -> Timings | None:
+        """Each phase's loop-stall ms summed over the hops (see ``Hop.stalls``); ``None`` when
+        they are not known for every hop."""
+        ts = [h.stalls for h in self.hops]
+        if not ts or None in ts:
+            return None
+        return _summed(ts)  # type: ignore[arg-type]  # no None in it
 
     @property
     def redirect_time(self) -> float:
@@ -421,7 +414,7 @@ class RequestTimeline:
         s = self._state
         if len(s.hops) < 2:
             return 0.0
-        return _ms(s.t_start, s.hops[-1].t_get_conn)
+        return ms_between(s.t_start, s.hops[-1].t_get_conn)
 
     @property
     def marks(self) -> Marks:
@@ -431,10 +424,10 @@ class RequestTimeline:
             end = self._state.t_done or _now()
             return Marks(
                 namelookup=None, connect=None, appconnect=None, pretransfer=None,
-                starttransfer=None, total=_ms(self._state.t_start, end),
+                starttransfer=None, total=ms_between(self._state.t_start, end),
             )  # fmt: skip
         m = hops[-1].marks
-        shift = _ms(self._state.t_start, self._state.hops[-1].t_get_conn)
+        shift = ms_between(self._state.t_start, self._state.hops[-1].t_get_conn)
 
         def at(v: float | None) -> float | None:
             return None if v is None else v + shift
@@ -468,9 +461,10 @@ class RequestTimeline:
                 }
                 for r in self.redirects
             ],
-            "timings": asdict(self.timings),
-            "marks": asdict(self.marks),
+            "timings": plain_values(self.timings),
+            "marks": plain_values(self.marks),
             "redirect_time": self.redirect_time,
+            "stalls": plain_values(stalls) if (stalls := self.stalls) is not None else None,
             "hops": [h.to_dict(redaction) for h in self.hops],
             **({} if self.sampled else {"sampled": False}),
         }
@@ -511,6 +505,12 @@ class ConnectionRecord:
         return info.local_addr if info else None
 
     @property
+    def proxy(self) -> str | None:
+        """The proxy it goes through (its URL without credentials), if any."""
+        info = self._cs.info
+        return info.proxy if info else None
+
+    @property
     def opened_at(self) -> float:
         return wall_time(self._cs.opened_at)
 
@@ -522,7 +522,7 @@ class ConnectionRecord:
     @property
     def close_reason(self) -> str | None:
         """``server_closed``, ``idle_timeout``, ``keepalive_disabled``, ``error``,
-        ``session_closed`` or ``closed``; ``None`` while open."""
+        ``session_closed``, ``upgraded`` (a WebSocket's) or ``closed``; ``None`` while open."""
         return self._cs.close_reason
 
     def to_dict(self) -> dict[str, Any]:
@@ -531,7 +531,8 @@ class ConnectionRecord:
             "id": self.id,
             "remote_addr": self.remote_addr,
             "local_addr": self.local_addr,
-            "tls": asdict(info.tls) if info is not None and info.tls is not None else None,
+            "proxy": self.proxy,
+            "tls": plain_values(info.tls) if info is not None and info.tls is not None else None,
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,
             "close_reason": self.close_reason,

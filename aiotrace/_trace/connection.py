@@ -8,12 +8,15 @@ timelines read them.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import now as _now
 from .events import ConnInfo, TLSInfo
 
-__all__ = ["ConnState", "HostHistory", "sockaddr"]
+if TYPE_CHECKING:
+    from yarl import URL
+
+__all__ = ["ConnState", "HostHistory", "proxy_label", "sockaddr"]
 
 _conn_ids = itertools.count(1)
 
@@ -46,6 +49,7 @@ class ConnState:
         "releasing",
         "served",
         "server_said_close",
+        "upgraded",
     )
 
     def __init__(self) -> None:
@@ -67,6 +71,7 @@ class ConnState:
         self.server_said_close = False
         self.observed = False  # the protocol's feed_data is shadowed (see got_conn)
         self.releasing = False  # an untraced request is releasing it (see the protocol's close)
+        self.upgraded = False  # a 101 handed it to the caller (a WebSocket): never pooled
 
     @property
     def info(self) -> ConnInfo | None:
@@ -74,8 +79,13 @@ class ConnState:
         info = self._info
         if info is None and self.raw is not None:
             local, remote, tls = self.raw
+            proxy = getattr(self.key, "proxy", None)  # aiohttp's pool key names the proxy
             info = self._info = ConnInfo._new(
-                id=self.id, local_addr=sockaddr(local), remote_addr=sockaddr(remote), tls=tls
+                id=self.id,
+                local_addr=sockaddr(local),
+                remote_addr=sockaddr(remote),
+                tls=tls,
+                proxy=None if proxy is None else proxy_label(proxy),
             )
         return info
 
@@ -97,6 +107,15 @@ class ConnState:
             else ("IDLE" if self.released_at is not None else "ACTIVE")
         )
         return f"<ConnState #{self.id} {state} served={self.served}>"
+
+
+def proxy_label(proxy: URL | None) -> str:
+    """A proxy's URL as text, without its credentials: the only form aiotrace reports."""
+    if proxy is None:
+        return ""
+    if proxy.raw_user is not None or proxy.raw_password is not None:
+        proxy = proxy.with_user(None)
+    return str(proxy)
 
 
 def sockaddr(addr: Any) -> str | None:

@@ -29,6 +29,8 @@ __all__ = [
     "GotFirstResponseByteInfo",
     "PoolWaitDoneInfo",
     "PoolWaitStartInfo",
+    "ProxyConnectDoneInfo",
+    "ProxyConnectStartInfo",
     "PutIdleConnInfo",
     "RedirectInfo",
     "RequestDoneInfo",
@@ -126,12 +128,13 @@ class TLSInfo(_Event):
 @_fast_new
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnInfo(_Event):
-    """A connection: its id (unique in the process), local and remote address, TLS details."""
+    """A connection: its id (unique in the process), local and remote address, TLS, proxy URL."""
 
     id: int
     local_addr: str | None
     remote_addr: str | None
     tls: TLSInfo | None
+    proxy: str | None = None  # a default: code that built one before proxies still does
 
 
 @_fast_new
@@ -148,7 +151,7 @@ class RequestStartInfo(_Event):
 @_fast_new
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GetConnInfo(_Event):
-    """A round trip asks the pool for a connection to ``host_port``."""
+    """A round trip asks the pool for a connection to ``host_port`` (through a proxy: its)."""
 
     request: RoundTrip
     time: float
@@ -171,6 +174,30 @@ class PoolWaitDoneInfo(_Event):
 
     request: RoundTrip
     time: float
+    err: BaseException | None
+
+
+@_fast_new
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConnectStartInfo(_Event):
+    """A ``CONNECT target`` request went to the ``proxy`` (URL without credentials)."""
+
+    request: RoundTrip
+    time: float
+    proxy: str
+    target: str
+
+
+@_fast_new
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConnectDoneInfo(_Event):
+    """The proxy answered the CONNECT (``status``; 200 opens the tunnel), or it failed (``err``)."""
+
+    request: RoundTrip
+    time: float
+    proxy: str
+    target: str
+    status: int | None
     err: BaseException | None
 
 
@@ -343,7 +370,7 @@ class ResponseBodyDoneInfo(_Event):
 @_fast_new
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PutIdleConnInfo(_Event):
-    """The connection went back to the idle pool; ``err`` says why it was closed instead."""
+    """A live connection was offered to the idle pool: it went back, or ``err`` says why not."""
 
     request: RoundTrip
     time: float

@@ -36,6 +36,8 @@ from .events import (
     GotFirstResponseByteInfo,
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
+    ProxyConnectDoneInfo,
+    ProxyConnectStartInfo,
     PutIdleConnInfo,
     RedirectInfo,
     RequestDoneInfo,
@@ -95,6 +97,8 @@ class ClientTrace:
     request_exception: _Hook[RequestExceptionInfo] = None
     pool_wait_start: _Hook[PoolWaitStartInfo] = None
     pool_wait_done: _Hook[PoolWaitDoneInfo] = None
+    proxy_connect_start: _Hook[ProxyConnectStartInfo] = None
+    proxy_connect_done: _Hook[ProxyConnectDoneInfo] = None
     response_body_done: _Hook[ResponseBodyDoneInfo] = None
     request_done: _Hook[RequestDoneInfo] = None
 
@@ -138,20 +142,7 @@ _NOT_HOOKS = (
     "_dispatch",
     "_sampler",
 )
-HOOK_NAMES: tuple[str, ...] = tuple(
-    f.name
-    for f in fields(ClientTrace)
-    if f.name
-    not in (
-        "propagate_errors",
-        "sample",
-        "sample_seed",
-        "_observers",
-        "_parts",
-        "_dispatch",
-        "_sampler",
-    )
-)
+HOOK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ClientTrace) if f.name not in _NOT_HOOKS)
 
 
 def hook_name(fn: object) -> str:
@@ -311,6 +302,18 @@ class Sampling:
             assert sampler is not None
             yes: tuple[ClientTrace | None, tuple[Any, ...]] = (part, ())
             no: tuple[ClientTrace | None, tuple[Any, ...]] = (None, counters(part))
+
+            draw = getattr(sampler, "draw", None)
+            if draw is not None:  # a ratio: its draw inline, one frame fewer per request
+                rate: float = sampler.rate  # type: ignore[attr-defined]
+
+                def decide_ratio(
+                    method: str, url: Any
+                ) -> tuple[ClientTrace | None, tuple[Any, ...]]:
+                    return yes if draw() < rate else no
+
+                self.decide = decide_ratio
+                return
 
             def decide_one(method: str, url: Any) -> tuple[ClientTrace | None, tuple[Any, ...]]:
                 return yes if sampler(method, url) else no

@@ -14,17 +14,28 @@ The rules this module and ``request.py`` keep together (rule 4 and the order bet
 trips are the request's):
 
 1. Order within a round trip is Go's: get_conn, [pool_wait_start, pool_wait_done],
-   [dns_start, dns_done], [connect_start, connect_done]*, [tls_handshake_start,
+   [dns_start, dns_done], [connect_start, connect_done]*, [proxy_connect_start,
+   proxy_connect_done] (HTTPS through a proxy: the CONNECT tunnel), [tls_handshake_start,
    tls_handshake_done], got_conn, wrote_header_field*, wrote_headers, [wait_100_continue],
    wrote_request, got_first_response_byte, [got_1xx_response*], response_body_done,
-   put_idle_conn. Between round trips: ``redirect`` (the previous hop got a response) or
-   ``retry`` (it did not), before the next get_conn.
+   [put_idle_conn]. Between round trips: ``redirect`` (the previous hop got a response) or
+   ``retry`` (it did not), before the next get_conn. Through a proxy, get_conn names the
+   proxy and DNS and connect are the proxy's, as in Go.
+   put_idle_conn fires where Go calls PutIdleConn: for a live connection offered to the idle
+   pool (``err`` set only if the pool refused it), never for one that is dead or not
+   reusable (reset, ``Connection: close``, body unread, keep-alive disabled, upgraded): why
+   such a connection closed is kept on its ConnState (the connection record) and told by the
+   next round trip's ``reuse_miss``. A ``101 Switching Protocols`` ends the round trip at
+   request_end: the upgraded connection is the caller's, and fires nothing more.
 2. Every phase that started ends: when a round trip fails, each started and unfinished phase
-   (DNS, every connect attempt, TLS, the request write, the body) gets its ``*_done`` with the
+   (DNS, every connect attempt, the CONNECT tunnel, TLS, the request write, the
+   body) gets its ``*_done`` with the
    error, in that order, before ``request_exception``.
-3. Each event fires at most once per round trip; a stamp that is set is never overwritten.
+3. Each event fires at most once per round trip; a stamp that is set is never overwritten,
+   but for ``t_connect_done`` through a CONNECT tunnel (see ``proxy_connect_done``).
 4. ``request_start`` is first and ``request_done`` is last, exactly once each. ``request_done``
-   follows ``request_end`` once the final body is done, or follows ``request_exception``.
+   follows ``request_end`` once the final body is done (at once for a 101), or follows
+   ``request_exception``.
 5. Hooks fired from loop callbacks (first byte, TLS, pool release, body done) never raise into
    aiohttp: with ``propagate_errors`` the error is kept and raised at the request's next step
    in the caller's task.
@@ -41,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from yarl import URL
 
 from .clock import now as _now
-from .connection import sockaddr
+from .connection import proxy_label, sockaddr
 from .events import (
     ConnectDoneInfo,
     ConnectStartInfo,
@@ -53,6 +64,8 @@ from .events import (
     GotFirstResponseByteInfo,
     PoolWaitDoneInfo,
     PoolWaitStartInfo,
+    ProxyConnectDoneInfo,
+    ProxyConnectStartInfo,
     PutIdleConnInfo,
     ResponseBodyDoneInfo,
     RoundTrip,
@@ -113,7 +126,10 @@ class _Attempt:
 
     @property
     def network(self) -> str:
-        return "tcp6" if self.family == socket.AF_INET6 else "tcp4"
+        family = self.family
+        if family == socket.AF_INET6:
+            return "tcp6"
+        return "unix" if family == socket.AF_UNIX else "tcp4"
 
     @property
     def addr(self) -> str:
@@ -174,6 +190,13 @@ class HopState:
     tls: TLSInfo | None = None
     tls_open = False
     reuse_miss: str | None = None
+    # Through a proxy only: the proxy (as aiohttp has it, credentials and all: never exported
+    # as is) and, for HTTPS, the CONNECT tunnel's round trip.
+    proxy: Any = None
+    tunnel_target: str | None = None
+    t_tunnel_start: float | None = None
+    t_tunnel_done: float | None = None
+    tunnel_status: int | None = None
 
     def __init__(self, state: RequestLike, method: str, url: URL, index: int, attempt: int) -> None:
         self.state = state
@@ -338,6 +361,58 @@ class HopState:
         for attempt in self.attempts or ():
             if not attempt.done:
                 self.connect_done(attempt, err or AbandonedAttempt("another address won"))
+
+    # -- the proxy's CONNECT tunnel -----------------------------------------------------------
+
+    def proxy_connect_start(self, target: str) -> None:
+        """The connection to the proxy is up; ``CONNECT target`` goes out on it."""
+        self.tunnel_target = target
+        self.t_tunnel_start = now = _now()
+        h = self.state.d.proxy_connect_start
+        if h is not None:
+            try:
+                h(
+                    ProxyConnectStartInfo._new(
+                        request=self.rt, time=now, proxy=proxy_label(self.proxy), target=target
+                    )
+                )
+            except Exception:
+                if self.state.d.raised("proxy_connect_start"):
+                    raise
+
+    def proxy_connect_done(self, status: int | None, err: BaseException | None) -> None:
+        """The proxy answered the CONNECT with ``status`` (200: the tunnel is open), or the
+        exchange failed with ``err``.
+
+        An open tunnel is part of getting a connection to the origin: the timeline's connect
+        phase runs to here (``t_connect_done`` moves, the one stamp that does: rule 3's
+        exception), and the TCP connect's own end stays in its ``connect_done`` event.
+        """
+        if self.t_tunnel_done is not None:
+            return
+        start = self.t_tunnel_start
+        self.t_tunnel_done = now = _now()
+        if start is None:  # a loop without start_tls: the CONNECT's start was not seen
+            self.t_tunnel_start = self.t_connect_done or now
+        self.tunnel_status = status
+        if err is None and self.t_connect_done is not None:
+            self.t_connect_done = now
+        h = self.state.d.proxy_connect_done
+        if h is not None:
+            try:
+                h(
+                    ProxyConnectDoneInfo._new(
+                        request=self.rt,
+                        time=now,
+                        proxy=proxy_label(self.proxy),
+                        target=self.tunnel_target or "",
+                        status=status,
+                        err=err,
+                    )
+                )
+            except Exception:
+                if self.state.d.raised("proxy_connect_done"):
+                    raise
 
     # -- TLS --------------------------------------------------------------------------------
 
@@ -540,6 +615,18 @@ class HopState:
                 ResponseBodyDoneInfo._new(request=self.rt, time=now, status=self.status, err=err),
             )
 
+    def upgraded(self, now: float) -> None:
+        """The response was ``101 Switching Protocols``: the round trip ends here, and the
+        connection leaves it for good (never released to the pool: nothing more fires)."""
+        self.t_end = now
+        proto = self.proto
+        if proto is not None:
+            self.proto = None
+            proto.aiotrace_hop = None  # detach: the frames that follow are not this hop's
+        conn = self.conn
+        if conn is not None:
+            conn.upgraded = True
+
     def put_idle_conn(self, err: BaseException | None) -> None:
         h = self.state.d.put_idle_conn
         if h is not None:
@@ -557,16 +644,19 @@ class HopState:
         body_err: BaseException | None,
         put_err: BaseException | None,
         now: float | None = None,
+        offered: bool = True,
     ) -> None:
         """The connection left the round trip (at ``now``, if the caller just took the time):
-        response_body_done, then put_idle_conn, then, if the request already returned this
-        hop's response, request_done (rule 4)."""
+        response_body_done, then put_idle_conn if it was ``offered`` to the pool (``put_err``:
+        refused), then, if the request already returned this hop's response, request_done
+        (rule 4). As Go's PutIdleConn, put_idle_conn is not fired for a connection that is
+        dead or not reusable (``offered=False``)."""
         self.proto = None
         state = self.state
         d = state.d
         if d.releases:
             self.body_done(body_err)
-            if d.put_idle_conn is not None:
+            if offered and d.put_idle_conn is not None:
                 self.put_idle_conn(put_err)
         elif self.t_body_done is None and self.t_got_conn is not None:
             # body_done's stamps, where no one listens for the body or the pool: one Python
@@ -616,6 +706,8 @@ class HopState:
             self.dns_done((), err, self.dns_coalesced, False)
         if self.attempts:
             self.connect_settled(err)
+        if self.t_tunnel_start is not None and self.t_tunnel_done is None:
+            self.proxy_connect_done(None, err)
         if self.tls_open:
             self.tls_done(None, err)
         if self.t_got_conn is not None:

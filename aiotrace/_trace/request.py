@@ -250,8 +250,9 @@ class RequestState:
                 if self.d.raised("request_start"):
                     raise
 
-    def begin_hop(self, method: str, url: URL) -> HopState:
-        """A new round trip: the first, a redirect hop, or a retry (rule 1)."""
+    def begin_hop(self, method: str, url: URL, proxy: URL | None = None) -> HopState:
+        """A new round trip (the first, a redirect hop, or a retry: rule 1) to ``url``,
+        through ``proxy`` if there is one."""
         prev = self.hop
         if prev is None:
             hop = HopState(self, method, url, 0, 0)
@@ -293,12 +294,17 @@ class RequestState:
             else:
                 more.append(hop)
         self.hop = hop
+        if proxy is not None:
+            hop.proxy = proxy
         h = self.d.get_conn
         if h is not None:
+            first = url if proxy is None else proxy  # Go: the first hop's address
             try:
                 h(
                     GetConnInfo._new(
-                        request=hop.rt, time=hop.t_get_conn, host_port=f"{url.raw_host}:{url.port}"
+                        request=hop.rt,
+                        time=hop.t_get_conn,
+                        host_port=f"{first.raw_host}:{first.port}",
                     )
                 )
             except Exception:
@@ -327,6 +333,9 @@ class RequestState:
         if self.deferred is not None:  # a callback hook failed: the request fails with it
             self.raise_deferred()
         if hop is None or hop.t_body_done is not None:
+            self.finish(None, now)
+        elif status == 101:  # upgraded (a WebSocket): the round trip ends here, as in Go
+            hop.upgraded(now)
             self.finish(None, now)
 
     def exception(self, err: BaseException) -> None:

@@ -44,4 +44,5 @@ def make_sampler(sample: Sample, seed: int | None) -> Callable[[str, Any], bool]
     def ratio(method: str, url: Any) -> bool:
         return draw() < rate
 
+    ratio.draw, ratio.rate = draw, rate  # type: ignore[attr-defined]  # see Sampling
     return ratio
