@@ -4,6 +4,9 @@ builds it; ``uninstrument()``; the official instrumentation beside it; the metri
 from __future__ import annotations
 
 import gc
+import os
+import shutil
+import tempfile
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -369,3 +372,41 @@ async def test_sessions_are_freed_once_closed(server: TestServer, instrumented: 
         del session
     gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+@pytest.fixture
+def socket_path() -> Iterator[str]:
+    """A path for a Unix socket, short enough for ``sun_path``."""
+    directory = tempfile.mkdtemp(prefix="aiotrace-")
+    try:
+        yield os.path.join(directory, "http.sock")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_plain_unix_connector_of_the_caller_is_adopted(
+    socket_path: str, instrumented: Memory
+) -> None:
+    """A session given an unused UnixConnector gets a TracingUnixConnector in place: its
+    request is a span with the connect to the socket's path among its phases."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.UnixSite(runner, socket_path).start()
+    try:
+        connector = aiohttp.UnixConnector(socket_path)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            assert type(connector) is aiotrace.TracingUnixConnector
+            assert await fetch(session, "http://unix.local/") == 200
+    finally:
+        await runner.cleanup()
+    (span,) = instrumented.tree().roots()
+    a = attrs(span)
+    assert a["http.response.status_code"] == 200 and "aiotrace.connect_ms" in a
+    assert (a["network.peer.address"], a["network.transport"]) == (socket_path, "unix")
+    assert "network.peer.port" not in a

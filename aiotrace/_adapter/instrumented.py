@@ -10,10 +10,11 @@ session gets depends on its connector (the README's table names them):
 1. No connector given (aiohttp would make a default ``TCPConnector``): the session gets a
    :class:`TracingConnector` made the same way (the same loop, and ``ssl_shutdown_timeout``
    if given) and the traced request class: every hook, as in ``traced_session()``.
-2. A plain ``TCPConnector`` that has never held a connection, or a ``TracingConnector``:
-   the same, the former made a TracingConnector in place (``TracingConnector.adopt``).
-3. Any other connector (a subclass, a Unix socket, a proxy library's, a shared one already
-   in use): the session gets ``trace_config(trace)`` added to its ``trace_configs``, and
+2. A plain ``TCPConnector`` or ``UnixConnector`` that has never held a connection, or a
+   ``TracingConnector``/``TracingUnixConnector``: the same, the former made a tracing
+   connector in place (``TracingConnector.adopt``).
+3. Any other connector (a subclass, a proxy library's, a shared one already in use): the
+   session gets ``trace_config(trace)`` added to its ``trace_configs``, and
    with it what aiohttp's signals can feed.
 
 A session of kind 1 or 2 gets the request boundary with ``trace`` composed after any session
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import ClientRequest, TraceConfig
 
 from .._trace.hooks import ClientTrace, compose
-from .connector import TracingConnector
+from .connector import TracingConnector, TracingUnixConnector
 from .messages import traced_request_class
 from .private import acquired_key, pool_contents, trace_config_list
 from .session import session_trace_of, set_session_trace
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from aiohttp import BaseConnector, ClientSession
 
 __all__ = ["Wiring", "attach", "detach", "pool_counts", "wire"]
+
+_TRACING = (TracingConnector, TracingUnixConnector)
 
 
 class Wiring:
@@ -62,7 +65,7 @@ def wire(kwargs: dict[str, Any], trace: ClientTrace) -> Wiring:
         except Exception:  # no running loop, a bad argument: aiohttp will say so itself
             return Wiring(None, None)
         kwargs["connector"] = connector
-    elif not isinstance(connector, TracingConnector) and not TracingConnector.adopt(connector):
+    elif not isinstance(connector, _TRACING) and not TracingConnector.adopt(connector):
         signals = trace_config(trace)
         kwargs["trace_configs"] = [*(kwargs.get("trace_configs") or ()), signals]
         return Wiring(connector, signals)
@@ -72,7 +75,7 @@ def wire(kwargs: dict[str, Any], trace: ClientTrace) -> Wiring:
 
 def attach(session: ClientSession, wiring: Wiring, trace: ClientTrace) -> None:
     """Give the session built with ``wire``'s arguments the request boundary with ``trace``."""
-    if wiring.signals is None and isinstance(wiring.connector, TracingConnector):
+    if wiring.signals is None and isinstance(wiring.connector, _TRACING):
         set_session_trace(session, compose(session_trace_of(session), trace))
 
 

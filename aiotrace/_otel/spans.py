@@ -114,10 +114,15 @@ def _parsed(url: Any) -> URL:
 
 def _connection_attributes(info: ConnInfo) -> dict[str, Any]:
     attrs: dict[str, Any] = {"aiotrace.connection.id": info.id}
-    if info.remote_addr:
-        host, _, port = info.remote_addr.rpartition(":")
-        attrs["network.peer.address"] = host.strip("[]")
-        attrs["network.peer.port"] = int(port)
+    remote = info.remote_addr
+    if remote:
+        host, colon, port = remote.rpartition(":")
+        if colon and port.isdigit():
+            attrs["network.peer.address"] = host.strip("[]")
+            attrs["network.peer.port"] = int(port)
+        else:  # a Unix socket: its path
+            attrs["network.peer.address"] = remote
+            attrs["network.transport"] = "unix"
     if info.tls is not None and info.tls.version:
         attrs["tls.protocol.version"] = info.tls.version
     return attrs
