@@ -1,15 +1,28 @@
 """aiotrace: Go's ``net/http/httptrace`` for aiohttp clients.
 
-Start at :func:`traced_session` and :class:`ClientTrace`; the events are in ``_events.py``,
-and the code that fires each hook is in ``_state.py`` (called from ``_connector.py``,
-``_protocol.py``, ``_request.py``, ``_sockets.py`` and ``_tls.py``).
+Start at :func:`traced_session` and :class:`ClientTrace`. The private subpackages, from the
+bottom up (each imports only those below it; ``lint-imports`` checks it):
+
+* ``_trace``: events, hooks, the per-request context, and the request/round-trip/connection
+  state every hook is fired from (``_trace/hop.py``);
+* ``_adapter``: everything that touches aiohttp: the session boundary, the connector with the
+  reuse detector and redirect tracker, protocol, request/response classes, sockets, TLS, the
+  ``TraceConfig`` signals, and the one module of private-API reads;
+* ``_record``: the Recorder, timelines, kept requests, aggregates, HAR/JSONL and redaction;
+* ``otel`` and ``testing`` (public modules), and ``_cli``: the command.
 """
 
-__version__ = "0.1.0"
-
-from ._connector import ConnectionNotPooled, TracingConnector
-from ._context import context_client_trace, with_client_trace
-from ._events import (
+from ._adapter.connector import ConnectionNotPooled, TracingConnector
+from ._adapter.session import traced_session
+from ._adapter.signals import trace_config
+from ._adapter.tls import preload_default_twins
+from ._record.recorder import Recorder
+from ._record.redact import Redaction
+from ._record.stalls import LoopStallMonitor
+from ._record.stats import HostStats, LatencyHistogram, Quantiles, Stats
+from ._record.timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
+from ._trace.context import context_client_trace, with_client_trace
+from ._trace.events import (
     ConnectDoneInfo,
     ConnectStartInfo,
     ConnInfo,
@@ -39,14 +52,8 @@ from ._events import (
     WroteHeadersInfo,
     WroteRequestInfo,
 )
-from ._hooks import HOOK_NAMES, ClientTrace
-from ._recorder import Recorder
-from ._redact import Redaction
-from ._session import traced_session
-from ._signals import trace_config
-from ._stats import HostStats, LatencyHistogram, Quantiles
-from ._timeline import ConnectionRecord, Hop, Marks, Redirect, RequestTimeline, Timings
-from ._tls import preload_default_twins
+from ._trace.hooks import HOOK_NAMES, ClientTrace
+from ._version import __version__ as __version__
 
 __all__ = [
     # Tracing a request
@@ -66,10 +73,12 @@ __all__ = [
     "Marks",
     "Redirect",
     "ConnectionRecord",
+    "Stats",
     "HostStats",
     "LatencyHistogram",
     "Quantiles",
     "Redaction",
+    "LoopStallMonitor",
     # Events: the request and its connection
     "RoundTrip",
     "ConnInfo",

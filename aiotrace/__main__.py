@@ -1,5 +1,5 @@
 """``python -m aiotrace``: the same as the ``aiotrace`` command."""
 
-from ._cli import main
+from ._cli.main import main
 
 raise SystemExit(main())

@@ -22,14 +22,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._hooks import ClientTrace
-from ._redact import DEFAULT_REDACTION, Redaction
-from ._state import wall_time
-from ._timeline import PHASES, phase_values, pooled_phase_values
+from ._record.redact import DEFAULT_REDACTION, Redaction
+from ._record.timeline import PHASES, phase_values, pooled_phase_values
+from ._trace.clock import wall_time
+from ._trace.hooks import ClientTrace
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._events import ConnInfo
-    from ._state import HopState, RequestState
+    from ._trace.events import ConnInfo
+    from ._trace.hop import HopState
+    from ._trace.request import RequestState
 
 __all__ = ["OTelTrace"]
 
@@ -65,7 +67,6 @@ class OTelTrace:
         tracer_provider: otel_trace.TracerProvider | None = None,
         redaction: Redaction = DEFAULT_REDACTION,
     ) -> None:
-        from . import __version__
 
         self._tracer = otel_trace.get_tracer("aiotrace", __version__, tracer_provider)
         self._redaction = redaction

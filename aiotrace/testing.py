@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._context import with_client_trace
-from ._hooks import HOOK_NAMES, ClientTrace
+from ._trace.context import with_client_trace
+from ._trace.hooks import HOOK_NAMES, ClientTrace
 
 __all__ = ["EventLog", "capture_events"]
 

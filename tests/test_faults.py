@@ -5,7 +5,7 @@ identical ``TCPConnector``, then through ``aiotrace.traced_session`` (both event
 conftest). Then it checks four promises:
 
 1. the caller gets what aiohttp gives without aiotrace: the same exception type and message;
-2. the trace ends as ``_state.py`` says: the phase that failed gets its ``*_done`` carrying the
+2. the trace ends as ``_trace/hop.py`` says: the phase that failed gets its ``*_done`` carrying the
    error, then ``request_exception``, then ``request_done`` (once, last). A body cut short after
    ``request_end`` gets ``response_body_done(err)``, then ``request_done``, last;
 3. the Recorder's timeline is whole: the error is set, a phase is ``None`` exactly when it never
@@ -53,7 +53,7 @@ from peers import (
 )
 
 import aiotrace
-from aiotrace._context import current_request
+from aiotrace._trace.request import current_request
 from aiotrace.testing import EventLog, capture_events
 
 RawPeer = Callable[..., Awaitable[RawServer]]

@@ -24,8 +24,9 @@ from peers import (
 )
 
 import aiotrace
-from aiotrace._context import current_request, scoped_trace
-from aiotrace._state import HopState, RequestState
+from aiotrace._trace.context import scoped_trace
+from aiotrace._trace.hop import HopState
+from aiotrace._trace.request import RequestState, current_request
 from aiotrace.testing import EventLog, capture_events
 
 # wrote_header_field fires once per header; the sequences below leave it out.
@@ -736,7 +737,7 @@ def test_events_made_by_new_equal_the_dataclass_constructors() -> None:
     dataclass constructor makes: equal, same repr, frozen; wrong arguments are a TypeError."""
     import dataclasses
 
-    import aiotrace._events as events
+    import aiotrace._trace.events as events
 
     types = [getattr(events, name) for name in events.__all__]
     for cls in types:

@@ -37,8 +37,8 @@ from aiohttp.resolver import AsyncResolver
 from peers import DNSServer
 
 import aiotrace
-from aiotrace._context import current_request
-from aiotrace._stats import BATCH
+from aiotrace._record.stats import BATCH
+from aiotrace._trace.request import current_request
 from aiotrace.testing import EventLog
 
 pytestmark = [
@@ -47,7 +47,7 @@ pytestmark = [
     # after a kernel reset under this load. asyncio closes a failed transport's socket in a
     # later callback; whether that races the test's teardown is an open question (issue 4's
     # note). Only this warning is let through, only here; every other check stands.
-    pytest.mark.filterwarnings("ignore:unclosed <aiotrace._sockets._AttemptSocket:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore:unclosed <aiotrace._adapter.sockets._AttemptSocket:ResourceWarning"),
 ]
 
 N = 10_000
@@ -347,7 +347,7 @@ async def test_ten_thousand_requests_each_accounted_for_once(
 # client and server side) is not in the numbers: what persists from block to block is the
 # Recorder and whatever else outlives a request. Two parts:
 #
-# * The latency histograms (allocations in aiotrace/_stats.py) grow by design, not by request
+# * The latency histograms (allocations in aiotrace/_record/stats.py) grow by design, not by request
 #   count: each (host:port, phase) series fills log-spaced 2% buckets it had not used yet as the
 #   tails widen, at most ~1,100 per series, ~70 B each (a dict slot and a count). Measured here:
 #   ~2,000 new buckets per 2,000 requests at first, fewer each block after. Bound: the bytes
@@ -363,7 +363,7 @@ BLOCK = 2000
 @dataclass
 class MemoryMark:
     traced: int  # every byte tracemalloc holds
-    histograms: int  # bytes of the histograms' buckets (allocated in _stats.py or a Counter)
+    histograms: int  # bytes of the histograms' buckets (allocated in stats.py or a Counter)
     buckets: int  # buckets in use across the recorder's histograms
 
 
@@ -375,11 +375,11 @@ def memory_mark(rec: aiotrace.Recorder) -> MemoryMark:
     assert pending < BATCH, pending
     rec._stats.flush()
     gc.collect()
-    # The buckets' int keys are allocated where they are computed: in _stats.py, or by the
+    # The buckets' int keys are allocated where they are computed: in stats.py, or by the
     # Counter that LatencyHistogram.flush counts a batch's bucket indexes with.
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [
-            tracemalloc.Filter(True, "*/aiotrace/_stats.py"),
+            tracemalloc.Filter(True, "*/aiotrace/_record/stats.py"),
             tracemalloc.Filter(True, "*/collections/__init__.py"),
         ]
     )

@@ -44,12 +44,12 @@ from peers import (
 )
 
 import aiotrace
-import aiotrace._har
-import aiotrace._kept
-import aiotrace._recorder
-import aiotrace._stats
-import aiotrace._timeline
-from aiotrace._timeline import phase_values, pooled_phase_values
+import aiotrace._record.har
+import aiotrace._record.kept
+import aiotrace._record.recorder
+import aiotrace._record.stats
+import aiotrace._record.timeline
+from aiotrace._record.timeline import phase_values, pooled_phase_values
 
 PHASES = ("blocked", "dns", "connect", "tls", "send", "wait", "receive")
 MARKS = ("namelookup", "connect", "appconnect", "pretransfer", "starttransfer")
@@ -1532,10 +1532,10 @@ async def test_kept_new_tls_connections_and_pool_waits_read_as_they_ran(
     _assert_kept_as_they_ran(rec, originals, whole=0)
 
 
-def _kept_whole(kept: aiotrace._kept.KeptRequests) -> int:
+def _kept_whole(kept: aiotrace._record.kept.KeptRequests) -> int:
     """How many rows hold a state kept whole (a frozen row holds None or a tuple there)."""
     return sum(
-        r is not None and not isinstance(r, tuple) for r in kept.rows[1 :: aiotrace._kept.ROW]
+        r is not None and not isinstance(r, tuple) for r in kept.rows[1 :: aiotrace._record.kept.ROW]
     )
 
 
@@ -1553,7 +1553,7 @@ def _assert_kept_as_they_ran(rec: aiotrace.Recorder, originals: _Originals, whol
         assert repr(mine) == repr(orig)
         assert (mine.url, mine.final_url) == (orig.url, orig.final_url)
         assert mine.hops == orig.hops and mine.marks == orig.marks
-    assert rec.to_har() == aiotrace._har.har_log(theirs, rec.redaction)
+    assert rec.to_har() == aiotrace._record.har.har_log(theirs, rec.redaction)
     served: dict[int, list[dict[str, Any]]] = {}
     for t in theirs:
         for h in t.hops:
@@ -1562,9 +1562,9 @@ def _assert_kept_as_they_ran(rec: aiotrace.Recorder, originals: _Originals, whol
                 {"request": t.id, "hop": h.index, "idle_ms": h.idle_time * 1000.0}
             )
     assert {c.id: c.to_dict()["requests"] for c in rec.connections} == served
-    agg = aiotrace._stats.HostTable()
+    agg = aiotrace._record.stats.HostTable()
     for state in originals.states:
-        aiotrace._recorder._fold(agg, state)
+        aiotrace._record.recorder._fold(agg, state)
     agg.flush()
     assert {k: v.to_dict() for k, v in rec.stats.items()} == {
         k: v.to_dict() for k, v in agg.items()
@@ -1574,9 +1574,9 @@ def _assert_kept_as_they_ran(rec: aiotrace.Recorder, originals: _Originals, whol
 async def test_without_yarls_url_parts_requests_are_kept_whole(
     session: aiohttp.ClientSession, server: TestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a yarl whose URL does not keep the five parts _kept.py reads (yarl 1.17 keeps one
+    """On a yarl whose URL does not keep the five parts kept.py reads (yarl 1.17 keeps one
     ``_val``), every request is kept whole, and reads as the frozen ones do elsewhere."""
-    monkeypatch.setattr(aiotrace._kept, "_URL_PARTS", False)
+    monkeypatch.setattr(aiotrace._record.kept, "_URL_PARTS", False)
     rec = aiotrace.Recorder()
     with aiotrace.with_client_trace(rec.trace):
         for i in range(3):
@@ -1617,7 +1617,7 @@ async def test_max_requests_ring_cuts_rows_and_keeps_counting(
     async with aiotrace.Recorder(max_requests=3) as rec:
         for i in range(60):
             await fetch(session, f"http://a.test:{server.port}/?i={i}")
-            assert rec._kept is not None and len(rec._kept.rows) <= 19 * aiotrace._kept.ROW
+            assert rec._kept is not None and len(rec._kept.rows) <= 19 * aiotrace._record.kept.ROW
     assert [t.url.query["i"] for t in rec.requests] == ["57", "58", "59"]
     assert rec.dropped == 57
     assert rec.stats[f"a.test:{server.port}"].requests == 60
@@ -1792,7 +1792,7 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
     """The aggregate fold's batch of pooled round trips gives each one the phases
     ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
     hops = [_pooled_hop(*s) for s in stamps]
-    columns = aiotrace._timeline.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
+    columns = aiotrace._record.timeline.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
     for i, hop in enumerate(hops):
         one = pooled_phase_values(hop)  # type: ignore[arg-type]
         assert one is not None
@@ -1849,7 +1849,7 @@ def test_chained_phase_columns_equal_phase_values(
     stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
     stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
     stops.append([h.t_body_done for h in hops])
-    columns, totals = aiotrace._timeline.chained_phase_columns([h.t_get_conn for h in hops], stops)
+    columns, totals = aiotrace._record.timeline.chained_phase_columns([h.t_get_conn for h in hops], stops)
     for k, hop in enumerate(hops):
         values, total, _ = phase_values(hop)  # type: ignore[arg-type]
         expected = [v for v in values if v is not None]
@@ -1879,7 +1879,7 @@ def test_pooled_rows_fold_as_pooled_phase_values_says(
     """A batch of pooled rows, one host with many rows (folded as columns) mixed with hosts
     with few (row by row), leaves each host the counts and the send, wait, receive and total
     ``pooled_phase_values`` gives its round trips one by one."""
-    table = aiotrace._stats.HostTable()
+    table = aiotrace._record.stats.HostTable()
     expected: dict[str, list[list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, status, (g, w, f, b) in bulk + rest:
@@ -1896,11 +1896,11 @@ def test_pooled_rows_fold_as_pooled_phase_values_says(
     table.fold_rows()
     assert not table.rows
     assert set(table) == set(expected)
-    send = aiotrace._stats.SEND
+    send = aiotrace._record.stats.SEND
     for label, stats in table.items():
         assert [stats.requests, stats.statuses] == counts[label]
         assert stats.round_trips == stats.reused == stats.requests
-        got = [stats.by_phase[i] for i in (send, send + 1, send + 2, aiotrace._stats.TOTAL)]
+        got = [stats.by_phase[i] for i in (send, send + 1, send + 2, aiotrace._record.stats.TOTAL)]
         for values, want in zip(got, expected[label], strict=True):
             assert sorted(values or []) == pytest.approx(sorted(want))
 
@@ -1929,7 +1929,7 @@ def test_opened_rows_fold_as_phase_values_says(
     columns) mixed with others with few (row by row), leaves each host the counts and phase
     values ``phase_values`` gives its round trips one by one."""
     requests = bulk + rest
-    table = aiotrace._stats.HostTable()
+    table = aiotrace._record.stats.HostTable()
     expected: dict[str, dict[int, list[float]]] = {}
     counts: dict[str, list[Any]] = {}
     for label, taken, reused, status, stamps in requests:
@@ -1983,7 +1983,7 @@ async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
             with aiotrace.with_client_trace(full.trace), aiotrace.with_client_trace(agg.trace):
                 await asyncio.gather(*(fetch(session, url) for _ in range(3)))
     opened = agg._stats.opened
-    R = aiotrace._stats.OPENED_ROW
+    R = aiotrace._record.stats.OPENED_ROW
     assert len(opened) == 12 * R, "every request was left as a row"
     shapes = {tuple(opened[i + 4 + j] is None for j in range(4)) for i in range(0, len(opened), R)}
     assert len(shapes) == 4  # TLS by name, pool waits, plain by name, plain by address
@@ -2002,7 +2002,7 @@ async def test_aggregate_rows_of_new_connections_fold_as_the_timelines_say(
             assert t.status is not None
             statuses[t.status] = statuses.get(t.status, 0) + 1
         assert host.statuses == statuses
-        for name in (*aiotrace._timeline.PHASES, "total"):
+        for name in (*aiotrace._record.timeline.PHASES, "total"):
             values = [getattr(h.timings, name) for h in hops]
             values = [v for v in values if v is not None]
             hist = host.phases.get(name)
@@ -2047,7 +2047,7 @@ async def test_aggregate_batches_split_by_host(
 
 
 def _reference_phase_values(h: Any) -> tuple[list[float | None], float, tuple[float, ...]]:
-    """The phase rules of aiotrace/_timeline.py written plainly: the oracle for the fast
+    """The phase rules of aiotrace/_record/timeline.py written plainly: the oracle for the fast
     ``phase_values``."""
     t0 = h.t_get_conn
     end = h.t_body_done or h.t_end

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from aiotrace import Redaction
-from aiotrace._redact import REDACTED
+from aiotrace._record.redact import REDACTED
 
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=12)
 # Upper-case only: no other part of the generated URL (lower-case words) can contain one.

@@ -1,0 +1,173 @@
+"""``traced_session()`` and the request boundary: where a traced request begins and ends.
+
+The boundary wraps the session's ``_request`` (see ``private.install_request_boundary``).
+Per call it composes the per-request trace (``trace_request_ctx=``), the scoped trace
+(``with_client_trace``) and the session's ``trace=``, innermost first. None active: it returns
+aiohttp's own coroutine, untouched. Otherwise it makes the :class:`RequestState`, fires
+``request_start``, runs the request with ``current_request`` set in the caller's task, and
+fires ``request_end`` or ``request_exception`` before handing back exactly what aiohttp gave.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import ClientRequest, ClientResponse, ClientSession
+
+from .._trace.clock import now as _now
+from .._trace.context import scoped_trace
+from .._trace.hooks import ClientTrace, compose
+from .._trace.request import RequestCell, RequestState, current_request
+from .connector import TracingConnector
+from .messages import traced_request_class
+from .private import install_request_boundary
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ["traced_session"]
+
+
+def _as_trace(obj: object, what: str) -> ClientTrace | None:
+    if obj is None or isinstance(obj, ClientTrace):
+        return obj
+    trace = getattr(obj, "trace", None)  # a Recorder, or anything carrying a .trace
+    if isinstance(trace, ClientTrace):
+        return trace
+    if what == "trace=":
+        raise TypeError(f"traced_session(trace=...) takes a ClientTrace, not {type(obj).__name__}")
+    return None
+
+
+def traced_session(
+    *,
+    trace: ClientTrace | Any = None,
+    connector: TracingConnector | None = None,
+    request_class: type[ClientRequest] = ClientRequest,
+    response_class: type[ClientResponse] = ClientResponse,
+    **kwargs: Any,
+) -> ClientSession:
+    """An ``aiohttp.ClientSession`` wired for tracing; takes every ``ClientSession`` argument.
+
+    ``trace=`` (a :class:`ClientTrace` or a :class:`Recorder`) traces every request of the
+    session, composing with scoped and per-request traces. ``connector`` must be a
+    :class:`TracingConnector` (one with default settings is made if omitted).
+    """
+    session_trace = _as_trace(trace, "trace=")
+    if connector is None:
+        connector = TracingConnector()
+    elif not isinstance(connector, TracingConnector):
+        raise TypeError(
+            "traced_session(connector=...) needs an aiotrace.TracingConnector "
+            f"(it takes every TCPConnector argument), not {type(connector).__name__}"
+        )
+    session = ClientSession(
+        connector=connector,
+        request_class=traced_request_class(request_class),
+        response_class=response_class,
+        **kwargs,
+    )
+    install_request_boundary(session, _boundary(session._request, session_trace))
+    return session
+
+
+def _boundary(
+    aiohttp_request: Callable[..., Coroutine[Any, Any, Any]], session_trace: ClientTrace | None
+) -> Callable[..., Any]:
+    def _request(method: str, str_or_url: Any, **kw: Any) -> Any:
+        trace_request_ctx = kw.get("trace_request_ctx")
+        scoped = scoped_trace.get()
+        per_request = None if trace_request_ctx is None else _as_trace(trace_request_ctx, "")
+        if per_request is None and scoped is None and session_trace is None:
+            return aiohttp_request(method, str_or_url, **kw)
+        if per_request is None and scoped is None:
+            trace = session_trace
+        else:
+            trace = compose(per_request, scoped, session_trace)
+        assert trace is not None
+        sampling = (trace._dispatch or trace.dispatch()).sampling
+        if sampling is not None:  # head sampling: decided here, once for the whole request
+            chosen, counters = sampling.decide(method, str_or_url)
+            if chosen is not None:
+                run = _traced(aiohttp_request, chosen, scoped is not None, method, str_or_url, kw)
+                return _counted(run, counters, False, method, str_or_url) if counters else run
+            if counters or scoped is not None:
+                run = aiohttp_request(method, str_or_url, **kw)
+                return _counted(run, counters, scoped is not None, method, str_or_url)
+            return aiohttp_request(method, str_or_url, **kw)
+        return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
+
+    return _request
+
+
+async def _counted(
+    run: Coroutine[Any, Any, Any],
+    counters: tuple[Callable[..., None], ...],
+    leave_scope: bool,
+    method: str,
+    str_or_url: Any,
+) -> Any:
+    """Run the request, then tell each counter ``(method, url, status, error, start, end)``:
+    one clock read at each end, nothing per phase.
+
+    For a request no trace sampled (``run`` is aiohttp's own coroutine), ``leave_scope``
+    leaves the scoped trace while it runs, as ``_traced`` does: contexts aiohttp copies
+    (timers, pooled transports) must not keep the trace, nor a Recorder behind it, alive.
+    """
+    token = scoped_trace.set(None) if leave_scope else None
+    t0 = _now()
+    try:
+        response = await run
+    except BaseException as e:
+        t1 = _now()
+        for count in counters:
+            count(method, str_or_url, None, e, t0, t1)
+        raise
+    finally:
+        if token is not None:
+            scoped_trace.reset(token)
+    t1 = _now()
+    for count in counters:
+        count(method, str_or_url, response.status, None, t0, t1)
+    return response
+
+
+async def _traced(
+    aiohttp_request: Callable[..., Coroutine[Any, Any, Any]],
+    trace: ClientTrace,
+    in_scope: bool,
+    method: str,
+    str_or_url: Any,
+    kw: dict[str, Any],
+) -> Any:
+    state = RequestState(trace, method.upper(), str_or_url)
+    cell = RequestCell()
+    cell.state = state
+    token = current_request.set(cell)
+    # The scoped trace is already in the state: contexts aiohttp copies during the request
+    # (timers, pooled transports) must not keep it, nor the Recorder behind it, alive.
+    scoped_token = scoped_trace.set(None) if in_scope else None
+    response = None
+    try:
+        try:
+            if state.d.starts:
+                state.start()
+            response = await aiohttp_request(method, str_or_url, **kw)
+            state.end(response)
+        except BaseException as e:  # aiohttp's error, or a propagate_errors hook's
+            if response is not None:
+                response.close()
+            hook_error = state.deferred
+            if hook_error is not None and hook_error is not e:
+                # A hook failed in a loop callback and aborted the request: its error wins.
+                state.deferred = None
+                state.exception(hook_error)
+                raise hook_error from e
+            state.exception(e)
+            raise
+        return response
+    finally:
+        cell.state = None
+        if scoped_token is not None:
+            scoped_trace.reset(scoped_token)
+        current_request.reset(token)
