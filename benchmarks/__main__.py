@@ -124,13 +124,14 @@ def _noop(event: object) -> None:
     """A hook that does nothing."""
 
 
-def _drop_spans_provider() -> Any:
+def _drop_spans_provider(ratio: float = 1.0) -> Any:
     """An OTel SDK TracerProvider that creates real spans and drops them when they end.
 
-    Span creation and attribute setting are measured; export is not.
+    Span creation and attribute setting are measured; export is not. ``ratio`` < 1 samples
+    with ``ParentBased(TraceIdRatioBased(ratio))``, as a service sampling at its root would.
     """
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
     class DropSpans(SpanProcessor):
         def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -139,9 +140,19 @@ def _drop_spans_provider() -> Any:
         def on_end(self, span: Any) -> None:
             return None
 
-    provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+    sampler = ALWAYS_ON if ratio >= 1.0 else ParentBased(TraceIdRatioBased(ratio))
+    provider = TracerProvider(sampler=sampler, shutdown_on_exit=False)
     provider.add_span_processor(DropSpans())
     return provider
+
+
+def _unread_meter_provider() -> Any:
+    """An OTel SDK MeterProvider whose reader is never collected: recording is measured,
+    exporting is not."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    return MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
 
 
 def _aiotrace() -> Any:
@@ -233,11 +244,42 @@ def _otel_official(provider: Any) -> SessionFactory:
     return build
 
 
+def _otel_instrument(
+    provider: Any, phases: str = "attributes", meter_provider: Any = None
+) -> SessionFactory:
+    """A session as ``aiotrace.otel.instrument()`` sets up a plain
+    ``ClientSession(connector=TCPConnector(...))``: the same two calls its
+    ``ClientSession.__init__`` wrapper makes (``wire`` before, ``attach`` after), here per
+    session, so that several settings can run side by side (``instrument()`` is one per
+    process)."""
+
+    def build(options: ConnectorOptions) -> aiohttp.ClientSession:
+        from opentelemetry.metrics import NoOpMeterProvider
+
+        otel = importlib.import_module("aiotrace.otel")
+        instrumented = importlib.import_module("aiotrace._adapter.instrumented")
+        trace = otel.OTelTrace(
+            tracer_provider=_need(provider),
+            meter_provider=meter_provider or NoOpMeterProvider(),
+            phases=phases,
+        ).trace
+        kwargs: dict[str, Any] = {"connector": aiohttp.TCPConnector(**options)}
+        wiring = instrumented.wire(kwargs, trace)
+        session = aiohttp.ClientSession(**kwargs)
+        instrumented.attach(session, wiring, trace)
+        return session
+
+    return build
+
+
 def _configs() -> list[Config]:
     try:
         provider = _drop_spans_provider()
+        provider_10 = _drop_spans_provider(0.1)
+        meter_provider = _unread_meter_provider()
     except ImportError:
-        provider = None  # both OTel configs then fail to build and are skipped (_need)
+        # Every OTel config then fails to build and is skipped (_need).
+        provider = provider_10 = meter_provider = None
     return [
         Config("plain", _plain),
         Config("plain2", _plain),
@@ -251,6 +293,12 @@ def _configs() -> list[Config]:
         Config("recorder-sample-1", _recorder_sampled(0.01)),
         Config("otel-export", _otel_export(provider)),
         Config("otel-official", _otel_official(provider)),
+        Config("otel-instrument", _otel_instrument(provider)),
+        Config("otel-instrument-10pct", _otel_instrument(provider_10)),
+        Config("otel-instrument-spans", _otel_instrument(provider, phases="spans")),
+        Config(
+            "otel-instrument-metrics", _otel_instrument(provider, meter_provider=meter_provider)
+        ),
     ]
 
 
@@ -707,6 +755,32 @@ def judge(results: dict[str, dict[str, Summary]], memory: dict[str, Any]) -> lis
         ok = exp <= 0.5 * off
         verdicts.append(
             Verdict(target, f"{exp:+.1%} vs {off:+.1%} ({where})", "PASS" if ok else "FAIL")
+        )
+
+    for config in ("otel-instrument", "otel-instrument-spans"):
+        target = f"{config} overhead <= half of otel-official's, in every scenario"
+        pairs = [
+            (r[config].cpu_ratio - 1.0, r["otel-official"].cpu_ratio - 1.0, s)
+            for s, r in results.items()
+            if config in r and "otel-official" in r
+        ]
+        if not pairs:
+            verdicts.append(Verdict(target, "not measured", "SKIP"))
+        else:
+            exp, off, where = max(pairs, key=lambda p: p[0] - 0.5 * p[1])
+            ok = exp <= 0.5 * off
+            verdicts.append(
+                Verdict(target, f"{exp:+.1%} vs {off:+.1%} ({where})", "PASS" if ok else "FAIL")
+            )
+    target = "otel-instrument-10pct CPU ratio <= 1.05 in every scenario"
+    worst = _worst(results, "otel-instrument-10pct")
+    if worst is None:
+        verdicts.append(Verdict(target, "not measured", "SKIP"))
+    else:
+        verdicts.append(
+            Verdict(
+                target, f"worst {worst[0]:.3f} ({worst[1]})", "PASS" if worst[0] <= 1.05 else "FAIL"
+            )
         )
 
     target = "<= 2 KiB per retained RequestTimeline"

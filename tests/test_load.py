@@ -47,7 +47,9 @@ pytestmark = [
     # after a kernel reset under this load. asyncio closes a failed transport's socket in a
     # later callback; whether that races the test's teardown is an open question (issue 4's
     # note). Only this warning is let through, only here; every other check stands.
-    pytest.mark.filterwarnings("ignore:unclosed <aiotrace._adapter.sockets._AttemptSocket:ResourceWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:unclosed <aiotrace._adapter.sockets._AttemptSocket:ResourceWarning"
+    ),
 ]
 
 N = 10_000

@@ -11,5 +11,7 @@ package that reads aiohttp's private names, and most of those reads sit in ``pri
 * ``sockets``: the socket factory (one ``connect_start``/``connect_done`` per address);
 * ``tls``: the SSL object (handshake start and done) and the SSL context twins;
 * ``signals``: ``trace_config()``, for sessions that only add aiohttp's ``TraceConfig``;
+* ``instrumented``: what ``aiotrace.otel.instrument()`` does to a ``ClientSession`` being
+  built (the traced connector and boundary where its connector allows, else the signals);
 * ``private``: the reads of aiohttp's private API, with the versions they were checked on.
 """

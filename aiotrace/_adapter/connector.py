@@ -66,7 +66,13 @@ from .._trace.clock import now as _now
 from .._trace.connection import HostHistory
 from .._trace.request import current_request, running_request
 from .messages import _response_classes, traced_response_class
-from .private import dns_cache_state, install_protocol_factory
+from .private import (
+    connector_unused,
+    dns_cache_state,
+    install_protocol_factory,
+    set_socket_factory,
+    socket_factory,
+)
 from .protocol import TracingResponseHandler
 from .sockets import make_socket_factory
 from .tls import tls_info, traceable
@@ -174,10 +180,36 @@ class _PoolTracing(BaseConnector):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._aiotrace_setup()
+
+    def _aiotrace_setup(self) -> None:
         install_protocol_factory(
             self, functools.partial(TracingResponseHandler, keepalive_disabled=self._force_close)
         )
         self._aiotrace_hosts: dict[Any, HostHistory] = {}
+
+    @staticmethod
+    def adopt(connector: object) -> bool:
+        """Make ``connector`` a tracing connector in place, if it is a plain ``TCPConnector``
+        or ``UnixConnector`` (not a subclass: its overrides would be bypassed) that is open
+        and has never held a connection (a tracing connector's connections all carry its
+        protocol class). Returns whether it did. Its settings stay; only its class, its
+        protocol factory and (TCP) its socket factory, wrapped around its own, change."""
+        kind = type(connector)
+        if kind is TCPConnector:
+            traced: type[_PoolTracing] = TracingConnector
+        elif kind is UnixConnector:
+            traced = TracingUnixConnector
+        else:
+            return False
+        if not connector_unused(connector):  # type: ignore[arg-type]
+            return False
+        connector.__class__ = traced  # the same instance layout: the mixin adds no slots
+        assert isinstance(connector, _PoolTracing)
+        if isinstance(connector, TCPConnector):
+            set_socket_factory(connector, make_socket_factory(socket_factory(connector)))
+        connector._aiotrace_setup()
+        return True
 
     # -- the round trip -----------------------------------------------------------------------
 
@@ -186,6 +218,10 @@ class _PoolTracing(BaseConnector):
         if cell is None or (state := cell.state) is None:
             return _base_connect(self, req, traces, timeout)  # untraced: aiohttp's own coroutine
         hop = state.begin_hop(req.method, req.url, req.proxy)
+        senders = state.d.senders
+        if senders:  # the request is not sent yet: an observer may add headers (traceparent)
+            for send in senders:
+                send(state, req.headers, req.version)
         # The response reports the request written (messages.py); only traced requests get it.
         base = req.response_class
         req.response_class = _response_classes.get(base) or traced_response_class(base)

@@ -19,16 +19,22 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
-    from aiohttp import BaseConnector, ClientSession, TCPConnector
+    from aiohttp import BaseConnector, ClientSession, TCPConnector, TraceConfig
     from aiohttp.client_proto import ResponseHandler
 
 __all__ = [
     "AIOHTTP_DEFAULT_SSL_CONTEXTS",
+    "acquired_key",
     "asked_to_close",
+    "connector_unused",
     "dns_cache_state",
     "install_protocol_factory",
     "install_request_boundary",
     "make_ssl_context",
+    "pool_contents",
+    "set_socket_factory",
+    "socket_factory",
+    "trace_config_list",
 ]
 
 # aiohttp's module-level default contexts (connector.py: _SSL_CONTEXT_VERIFIED / _UNVERIFIED),
@@ -89,3 +95,53 @@ def install_request_boundary(session: ClientSession, wrapper: Callable[..., Any]
     slows every attribute access aiohttp's request path makes on the session.
     """
     object.__setattr__(session, "_request", wrapper)
+
+
+def socket_factory(connector: TCPConnector) -> Any:
+    """The ``socket_factory`` the connector was made with (``None``: aiohappyeyeballs' own):
+    ``TCPConnector._socket_factory``, stored as given in 3.12.15 and 3.14.5."""
+    return connector._socket_factory
+
+
+def set_socket_factory(connector: TCPConnector, factory: Any) -> None:
+    """Make the connector open its sockets with ``factory`` (read per connect: see
+    ``socket_factory``)."""
+    connector._socket_factory = factory
+
+
+def connector_unused(connector: BaseConnector) -> bool:
+    """Whether the connector has no connection at all, pooled or in use, and is open:
+    ``BaseConnector._conns`` (key -> deque of idle (protocol, time)) and ``_acquired``
+    (protocols in use), the same in 3.12.15 and 3.14.5."""
+    c: Any = connector
+    return not (c._conns or c._acquired or c.closed)
+
+
+def pool_contents(connector: BaseConnector) -> tuple[list[Any], list[tuple[Any, int]]]:
+    """The connections in use (their protocols, a connection being made excluded: its
+    placeholder has no transport) and the idle ones, as ``(key, count)``:
+    ``BaseConnector._acquired`` (a set) and ``_conns`` (key -> deque of (protocol, time); the
+    dict is replaced wholesale by the cleanup), as in 3.12.15 and 3.14.5. Called from a
+    metric reader's thread: each container is copied in one C call (``list()``) before it is
+    read, so the loop changing it meanwhile cannot break the iteration."""
+    c: Any = connector
+    active = [p for p in list(c._acquired) if p.transport is not None]
+    idle = [(key, len(conns)) for key, conns in list(c._conns.items()) if conns]
+    return active, idle
+
+
+def acquired_key(connector: BaseConnector, protocol: Any) -> Any:
+    """The pool key of a connection in use, where the connector tracks it per host
+    (``_acquired_per_host``, kept only with ``limit_per_host``); else ``None``."""
+    c: Any = connector
+    for key, protos in list(c._acquired_per_host.items()):
+        if protocol in protos:
+            return key
+    return None
+
+
+def trace_config_list(session: ClientSession) -> list[TraceConfig]:
+    """The session's own list of TraceConfigs (``ClientSession.trace_configs`` returns the
+    list ``_trace_configs`` itself in 3.12.15 and 3.14.5; aiohttp reads it at the start of
+    each request, so a change applies to requests that start afterwards)."""
+    return session._trace_configs

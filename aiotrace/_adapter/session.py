@@ -25,7 +25,7 @@ from .private import install_request_boundary
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["traced_session"]
+__all__ = ["session_trace_of", "set_session_trace", "traced_session"]
 
 
 def _as_trace(obj: object, what: str) -> ClientTrace | None:
@@ -69,8 +69,33 @@ def traced_session(
         response_class=response_class,
         **kwargs,
     )
-    install_request_boundary(session, _boundary(session._request, session_trace))
+    # A boundary may be there already (aiotrace.otel.instrument()): its trace is the outer one.
+    set_session_trace(session, compose(session_trace, session_trace_of(session)))
     return session
+
+
+def set_session_trace(session: ClientSession, trace: ClientTrace | None) -> None:
+    """Give ``session`` the request boundary with ``trace`` as its session trace, replacing
+    the boundary it has (aiotrace.otel.instrument() adds its trace to a session being built,
+    traced_session() then its own, and uninstrument() takes instrument()'s out again)."""
+    parts = _parts(session._request)
+    aiohttp_request = session._request if parts is None else parts[0]
+    install_request_boundary(session, _boundary(aiohttp_request, trace))
+
+
+def session_trace_of(session: ClientSession) -> ClientTrace | None:
+    """The session trace of ``session``'s request boundary (``None`` if it has none)."""
+    parts = _parts(session._request)
+    return None if parts is None else parts[1]
+
+
+def _parts(
+    request: Any,
+) -> tuple[Callable[..., Coroutine[Any, Any, Any]], ClientTrace | None] | None:
+    """What a boundary was made of: aiohttp's own ``_request`` and the session trace (kept on
+    the boundary function itself, so nothing outside the session refers to it)."""
+    parts: Any = getattr(request, "aiotrace_parts", None)
+    return parts  # type: ignore[no-any-return]
 
 
 def _boundary(
@@ -90,8 +115,15 @@ def _boundary(
         sampling = (trace._dispatch or trace.dispatch()).sampling
         if sampling is not None:  # head sampling: decided here, once for the whole request
             chosen, counters = sampling.decide(method, str_or_url)
+            # An observer adding to the request here (the OTel export: the trace context of
+            # a request it did not sample) may change ``kw``; what it returns goes to the
+            # traced request as its ``observer_data`` (the OTel span the sampler started).
+            carrier = sampling.carrier
+            data = None if carrier is None else carrier(chosen, kw)
             if chosen is not None:
-                run = _traced(aiohttp_request, chosen, scoped is not None, method, str_or_url, kw)
+                run = _traced(
+                    aiohttp_request, chosen, scoped is not None, method, str_or_url, kw, data
+                )
                 return _counted(run, counters, False, method, str_or_url) if counters else run
             if counters or scoped is not None:
                 run = aiohttp_request(method, str_or_url, **kw)
@@ -103,6 +135,7 @@ def _boundary(
             return aiohttp_request(method, str_or_url, **kw)
         return _traced(aiohttp_request, trace, scoped is not None, method, str_or_url, kw)
 
+    _request.aiotrace_parts = (aiohttp_request, session_trace)  # type: ignore[attr-defined]
     return _request
 
 
@@ -162,8 +195,11 @@ async def _traced(
     method: str,
     str_or_url: Any,
     kw: dict[str, Any],
+    observer_data: Any = None,
 ) -> Any:
     state = RequestState(trace, method.upper(), str_or_url)
+    if observer_data is not None:
+        state.observer_data = observer_data
     cell = RequestCell()
     cell.state = state
     token = current_request.set(cell)

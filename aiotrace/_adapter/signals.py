@@ -70,8 +70,12 @@ def trace_config(trace: ClientTrace | None = None) -> TraceConfig:
 
     async def on_request_start(_s: Any, ctx: _Ctx, p: Any) -> None:
         if ctx.trace is not None:
-            ctx.state = RequestState(ctx.trace, p.method, p.url)
-            ctx.state.start()
+            state = ctx.state = RequestState(ctx.trace, p.method, p.url)
+            state.start()
+            # The request's own headers, copied into each round trip's request: one chance,
+            # before the first (no signal comes before a later round trip's is built).
+            for send in state.d.senders:
+                send(state, p.headers, None)
 
     async def on_queued_start(_s: Any, ctx: _Ctx, _p: Any) -> None:
         hop = _hop(ctx, begin=True)

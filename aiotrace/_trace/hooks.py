@@ -112,7 +112,9 @@ class ClientTrace:
     # so they need no per-event objects: objects with ``on_start`` and ``on_finish``, each
     # a callable taking the state or None (not wanted: nothing is called). An observer that
     # holds on to a state after on_finish sets ``state.pinned`` (a finished state no one
-    # pinned is taken apart: see RequestState.finish).
+    # pinned is taken apart: see RequestState.finish). An observer may also have
+    # ``on_send(state, headers, version)``: called as each round trip's request is about to
+    # go out, with its headers still open to change (the OTel export's propagation).
     _observers: tuple[Any, ...] = field(default=(), repr=False)
     _parts: tuple[ClientTrace, ...] = field(default=(), repr=False)
     _dispatch: Dispatch | None = field(default=None, init=False, repr=False)
@@ -207,6 +209,7 @@ class Dispatch:
         "propagating",
         "releases",
         "sampling",
+        "senders",
         "starters",
         "starts",
         "writes",
@@ -220,6 +223,9 @@ class Dispatch:
         )
         self.finishers: tuple[Callable[[Any], None], ...] = tuple(
             o.on_finish for o in observers if o.on_finish is not None
+        )
+        self.senders: tuple[Callable[[Any, Any, Any], None], ...] = tuple(
+            send for o in observers if (send := getattr(o, "on_send", None)) is not None
         )
         propagating = set()
         for name in HOOK_NAMES:
@@ -268,9 +274,22 @@ class Sampling:
     call of its sampler and no allocation.
     """
 
-    __slots__ = ("decide",)
+    __slots__ = ("carrier", "decide")
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        # The first observer with ``at_boundary(chosen, kw)``, called by the boundary right
+        # after the decision (the OTel export: it injects the trace context of a request it
+        # did not sample into ``kw``, and hands the span it started to one it did).
+        self.carrier: Callable[[ClientTrace | None, dict[str, Any]], Any] | None = next(
+            (
+                c
+                for part in parts
+                for o in part._observers
+                if (c := getattr(o, "at_boundary", None)) is not None
+            ),
+            None,
+        )
+
         def counters(part: ClientTrace) -> tuple[Callable[..., None], ...]:
             return tuple(
                 c for o in part._observers if (c := getattr(o, "on_unsampled", None)) is not None
