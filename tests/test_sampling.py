@@ -108,6 +108,7 @@ async def test_every_hop_of_a_request_shares_its_decision(aiohttp_server: Server
     assert stats.phases["response"].summary().count == 4  # every request's time to response
 
 
+@pytest.mark.slow
 async def test_counts_stay_exact_and_sampled_percentiles_hold(
     aiohttp_server: ServerFactory, refused_port: int
 ) -> None:
