@@ -158,7 +158,10 @@ async def test_counts_stay_exact_and_sampled_percentiles_hold(
     assert every.p50 >= 100 and every.p99 >= 300, every  # the delays' floors
     assert total.p50 >= 100 and total.p99 >= 300, total
     assert abs(total.p50 - every.p50) <= 0.1 * every.p50 + 10, (total, every)
-    assert abs(total.p99 - every.p99) <= 0.2 * every.p99 + 20, (total, every)
+    # The sample's p99 is its ~10th slowest of ~950: where it ranks among every request's times
+    # is known (p98.4-p99.6 at 2 sigma), its value is not (the loop's queueing makes the tail
+    # long: a p99 of 329 ms in the sample against 451 ms for every request was seen on 3.12).
+    assert every.p95 <= total.p99 <= every.max, (total, every)
 
 
 async def test_keep_errors_keeps_unsampled_failures(
