@@ -160,7 +160,7 @@ def _proxy(h: HopState, info: ConnInfo | None) -> str | None:
     return None if proxy is None else proxy_label(proxy)
 
 
-def _tunnelms_between(h: HopState) -> float | None:
+def _tunnel_ms(h: HopState) -> float | None:
     """The CONNECT tunnel's round trip (ms), where this round trip opened one."""
     start, done = h.t_tunnel_start, h.t_tunnel_done
     if start is None:
@@ -217,7 +217,7 @@ class Hop:
             dns_cached=h.dns_cached,
             dns_coalesced=h.dns_coalesced,
             proxy=_proxy(h, info),
-            tunnel=_tunnelms_between(h),
+            tunnel=_tunnel_ms(h),
             proxy_status=h.tunnel_status,
             timings=timings,
             marks=marks,
