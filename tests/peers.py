@@ -82,6 +82,7 @@ __all__ = [
     "silent",
     "slow_headers",
     "stale_after_first_response",
+    "stale_then_fresh",
     "truncated_chunked",
 ]
 
@@ -951,5 +952,22 @@ def connect_proxy(
             await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer))
         finally:
             up_writer.close()
+
+    return handler
+
+
+def stale_then_fresh(heads: list[bytes]) -> Any:
+    """The first connection answers once, then reads the next request and never answers (a
+    stale pooled connection: aiohttp retries); every request head is appended to ``heads``."""
+    connections: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = not connections
+        connections.append(1)
+        heads.append(await read_request_head(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if first:
+            heads.append(await read_request_head(reader))
 
     return handler

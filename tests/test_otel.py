@@ -26,7 +26,7 @@ from otel_spans import (
     start,
     wall_ns,
 )
-from peers import DNSServer, RawServer, connect_proxy, read_request_head
+from peers import DNSServer, RawServer, connect_proxy, stale_then_fresh
 
 import aiotrace
 from aiotrace.otel import OTelTrace
@@ -181,23 +181,6 @@ async def test_redirect_is_a_request_span_with_a_child_per_hop(
     assert second["url.full"] == f"http://127.0.0.1:{server.port}/end"
     assert (first["aiotrace.hop"], second["aiotrace.hop"]) == (0, 1)
     assert_request_start(request, timeline)
-
-
-def stale_then_fresh(heads: list[bytes]) -> Any:
-    """The first connection answers once, then reads the next request and never answers (a
-    stale pooled connection: aiohttp retries); every request head is appended to ``heads``."""
-    connections: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = not connections
-        connections.append(1)
-        heads.append(await read_request_head(reader))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        if first:
-            heads.append(await read_request_head(reader))
-
-    return handler
 
 
 async def test_retry_on_a_stale_connection_is_a_child_per_attempt(

@@ -14,7 +14,7 @@ from opentelemetry import baggage, propagate
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from otel_spans import Memory, Traceparent, attrs, histogram_count, memory, recording_app
-from peers import RawServer, read_request_head
+from peers import RawServer, stale_then_fresh
 
 import aiotrace
 from aiotrace.otel import OTelTrace
@@ -112,23 +112,6 @@ async def test_single_request_carries_the_request_span_under_the_caller(
     assert (tp.trace_id, tp.parent_id) == (request.context.trace_id, request.context.span_id)
     assert request.parent is not None
     assert request.parent.span_id == caller.get_span_context().span_id
-
-
-def stale_then_fresh(heads: list[bytes]) -> Any:
-    """The first connection answers once, then reads the next request and never answers (a
-    stale pooled connection: aiohttp retries); every request head is appended to ``heads``."""
-    connections: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = not connections
-        connections.append(1)
-        heads.append(await read_request_head(reader))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        if first:
-            heads.append(await read_request_head(reader))
-
-    return handler
 
 
 def traceparents(heads: list[bytes]) -> list[Traceparent]:
