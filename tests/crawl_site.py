@@ -78,7 +78,10 @@ def make_app() -> web.Application:
 
 async def serve(n: int, max_seconds: float, tls: ssl.SSLContext | None) -> None:
     """Serve on ``n`` ports (and one with ``tls``) until stdin closes or ``max_seconds`` pass."""
-    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
+    # A stop must not wait for a /hang handler (a minute): in-flight requests get 1 s.
+    runner = web.AppRunner(
+        make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
     await runner.setup()
     for _ in range(n):
         await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
