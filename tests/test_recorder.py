@@ -2,8 +2,9 @@
 
 Every test runs real loopback peers (aiohttp test servers, raw asyncio servers, a dnslib DNS
 server) on both event loops. Accuracy tests inject wall-clock delays of at least 100 ms and
-require each measured phase within 20% (or 15 ms, whichever is larger) of the delay; every
-timeline's phases must add up to its ``total`` within 2 ms.
+require each measured phase to sit on the delay: never under it (10%/10 ms for timers), and
+over it by at most 50% or 60 ms, room a loaded machine needs; a phase the delay must not land
+in stays under ``FAST`` ms. Every timeline's phases must add up to its ``total`` within 2 ms.
 """
 
 from __future__ import annotations
@@ -66,10 +67,27 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 # --------------------------------------------------------------------------------------------
 
 
+# A phase an injected delay must not land in: well under every delay (>= 100 ms), with room
+# for a loaded machine.
+FAST = 60.0
+
+
 def near(measured: float | None, expected_ms: float) -> bool:
-    """Within 20% of ``expected_ms`` or 15 ms, whichever is larger."""
+    """``expected_ms`` is an injected delay, a floor a loaded machine can only add to: at
+    least it less 10% or 10 ms (timers' granularity), at most it plus 50% or 60 ms."""
     assert measured is not None
-    return abs(measured - expected_ms) <= max(0.2 * expected_ms, 15.0)
+    return (
+        expected_ms - max(0.1 * expected_ms, 10.0)
+        <= measured
+        <= expected_ms + max(0.5 * expected_ms, 60.0)
+    )
+
+
+def agree(ours: float | None, theirs: float) -> bool:
+    """Two measurements of the same thing, taken apart (aiotrace's and curl's): within 50% of
+    the smaller or 60 ms, whichever is larger, either way."""
+    assert ours is not None
+    return abs(ours - theirs) <= max(0.5 * min(ours, theirs), 60.0)
 
 
 def assert_adds_up(timings: aiotrace.Timings) -> None:
@@ -615,7 +633,7 @@ async def test_dns_wait_and_receive_match_injected_delays(
     session: aiohttp.ClientSession, zone: DNSServer, raw_peer: RawPeer
 ) -> None:
     """DNS answering after 200 ms, headers after 300 ms and a body dripped over 300 ms give
-    dns, wait and receive within 20%/15 ms; the marks are their running sums."""
+    dns, wait and receive on their delays (see ``near``); the marks are their running sums."""
     zone.add("slow.test", "127.0.0.1", delay=0.2)
     peer = await raw_peer(raw_http(wait=0.3, pieces=3, interval=0.1))
     async with aiotrace.Recorder() as rec:
@@ -627,8 +645,8 @@ async def test_dns_wait_and_receive_match_injected_delays(
     assert near(tm.dns, 200), tm
     assert near(tm.wait, 300), tm
     assert near(tm.receive, 300), tm
-    assert tm.connect is not None and tm.connect < 15
-    assert tm.send is not None and tm.send < 15
+    assert tm.connect is not None and tm.connect < FAST
+    assert tm.send is not None and tm.send < FAST
     assert_sane(t)
     m = hop.marks
     assert near(m.namelookup, 200)
@@ -647,7 +665,7 @@ async def test_tls_phase_matches_a_stalled_handshake(
     client_ssl_ctx: ssl.SSLContext,
 ) -> None:
     """A TLS server whose handshake is held up 200 ms (a relay that waits before forwarding)
-    gives tls of 200 ms (20%/15 ms), a fast connect, and appconnect at the handshake's end."""
+    gives tls of 200 ms (see ``near``), a fast connect, and appconnect at the handshake's end."""
     backend = await raw_peer(raw_http(body=b"secure", keep_alive=False), tls=server_ssl_ctx)
     front = await raw_peer(delayed_pipe(0.2, backend.port))
     connector = aiotrace.TracingConnector(resolver=dns_resolver, ssl=client_ssl_ctx)
@@ -657,8 +675,8 @@ async def test_tls_phase_matches_a_stalled_handshake(
     (hop,) = t.hops
     tm = hop.timings
     assert near(tm.tls, 200), tm
-    assert tm.connect is not None and tm.connect < 15
-    assert tm.send is not None and tm.send < 15
+    assert tm.connect is not None and tm.connect < FAST
+    assert tm.send is not None and tm.send < FAST
     assert tm.dns is not None
     assert hop.marks.appconnect == pytest.approx(tm.dns + tm.connect + tm.tls, abs=0.01)
     assert near(hop.marks.appconnect, 200)
@@ -673,7 +691,7 @@ async def test_blocked_matches_the_time_the_pool_was_full(
     make_session: Callable[..., aiohttp.ClientSession], raw_peer: RawPeer
 ) -> None:
     """With limit_per_host=1 and a 300 ms response in the way, the waiting request's blocked
-    is 300 ms (20%/15 ms) and it then reuses the connection."""
+    is 300 ms (see ``near``) and it then reuses the connection."""
     peer = await raw_peer(raw_http(wait=0.3))
     url = f"http://127.0.0.1:{peer.port}/"
     async with make_session(limit_per_host=1) as session, aiotrace.Recorder() as rec:
@@ -690,7 +708,7 @@ async def test_blocked_matches_the_time_the_pool_was_full(
 async def test_connect_timeout_is_cut_at_the_failure(
     session: aiohttp.ClientSession, blackhole: tuple[str, int]
 ) -> None:
-    """A connect hanging until a 300 ms sock_connect timeout: connect is 300 ms (20%/15 ms),
+    """A connect hanging until a 300 ms sock_connect timeout: connect is 300 ms (see ``near``),
     the error is set and the phases still add up."""
     host, port = blackhole
     timeout = aiohttp.ClientTimeout(total=5, sock_connect=0.3)
@@ -752,8 +770,8 @@ async def test_marks_agree_with_curl(
 ) -> None:
     """Fetching one 127.0.0.1 peer (headers after 300 ms, body dripped over 300 ms, for https
     a handshake held up 200 ms) with curl -w and with aiotrace gives connect, appconnect
-    (https), starttransfer and total marks within 20%/15 ms of curl's time_connect,
-    time_appconnect, time_starttransfer and time_total and of the injected delays; DNS is not
+    (https), starttransfer and total marks that agree with curl's time_connect,
+    time_appconnect, time_starttransfer and time_total and sit on the injected delays; DNS is not
     compared, since this curl has no c-ares and cannot ask the test DNS server (an IP literal
     means neither side looks anything up)."""
     if scheme == "https":
@@ -777,14 +795,14 @@ async def test_marks_agree_with_curl(
     m = t.marks
     assert_sane(t)
     assert hop.marks.namelookup is None and hop.timings.dns is None
-    assert near(m.connect, times["time_connect"]), (m, times)
+    assert agree(m.connect, times["time_connect"]), (m, times)
     if scheme == "https":
-        assert near(m.appconnect, times["time_appconnect"]), (m, times)
+        assert agree(m.appconnect, times["time_appconnect"]), (m, times)
         assert near(m.appconnect, handshake) and near(times["time_appconnect"], handshake)
     else:
         assert m.appconnect is None and times["time_appconnect"] == 0
-    assert near(m.starttransfer, times["time_starttransfer"]), (m, times)
-    assert near(m.total, times["time_total"]), (m, times)
+    assert agree(m.starttransfer, times["time_starttransfer"]), (m, times)
+    assert agree(m.total, times["time_total"]), (m, times)
     for started in (m.starttransfer, times["time_starttransfer"]):
         assert near(started, handshake + 300), (m, times)
     for total in (m.total, times["time_total"]):
@@ -954,9 +972,8 @@ async def test_limit_per_host_under_load(
     assert len(waited) == 7
     assert all(h.reused and h.timings.blocked > 0 for h in waited)  # type: ignore[operator]
     assert not any(h.reused and h.reuse_miss is not None for h in hops)
-    assert sorted(h.timings.blocked for h in waited) == pytest.approx(  # type: ignore[type-var]
-        [100 * i for i in range(1, 8)], abs=60
-    )
+    blocked = sorted(h.timings.blocked for h in waited)  # type: ignore[type-var]
+    assert all(near(b, 100 * i) for i, b in enumerate(blocked, 1)), blocked
     assert len({h.connection.id for h in hops if h.connection}) == 1
     for t in rec.requests:
         assert_sane(t)
@@ -1165,7 +1182,7 @@ async def test_head_request_timeline(session: aiohttp.ClientSession, server: Tes
     assert head.method == "HEAD" and head.hops[0].method == "HEAD" and head.done
     assert head.status == 200 and head.hops[0].status == 200
     assert head.hops[0].timings.receive is not None
-    assert head.hops[0].timings.receive < 15
+    assert head.hops[0].timings.receive < FAST
     assert_sane(head)
     assert get.hops[0].reused
     assert head.hops[0].connection == get.hops[0].connection
@@ -1175,7 +1192,7 @@ async def test_streamed_body_read_in_pieces(
     session: aiohttp.ClientSession, raw_peer: RawPeer
 ) -> None:
     """A body dripped over 300 ms and read with ``resp.content.read(n)`` has receive of 300 ms
-    (20%/15 ms); the timeline is live (not done) mid-body and done at the end."""
+    (see ``near``); the timeline is live (not done) mid-body and done at the end."""
     peer = await raw_peer(raw_http(pieces=3, interval=0.1))
     url = f"http://127.0.0.1:{peer.port}/"
     async with aiotrace.Recorder() as rec:
@@ -1248,7 +1265,7 @@ async def test_refused_request_has_error_and_consistent_phases(
 async def test_nxdomain_request_has_error_and_consistent_phases(
     session: aiohttp.ClientSession, zone: DNSServer
 ) -> None:
-    """NXDOMAIN after a 150 ms delay: dns is 150 ms (20%/15 ms), nothing after it, and total
+    """NXDOMAIN after a 150 ms delay: dns is 150 ms (see ``near``), nothing after it, and total
     equals the sum."""
     zone.nxdomain("gone.test", delay=0.15)
     async with aiotrace.Recorder() as rec:
@@ -1266,7 +1283,7 @@ async def test_nxdomain_request_has_error_and_consistent_phases(
 async def test_read_timeout_cuts_the_wait_phase(
     session: aiohttp.ClientSession, raw_peer: RawPeer
 ) -> None:
-    """A server silent past a 300 ms sock_read timeout: wait is cut at 300 ms (20%/15 ms),
+    """A server silent past a 300 ms sock_read timeout: wait is cut at 300 ms (see ``near``),
     no receive, the error is set and total equals the sum."""
     peer = await raw_peer(raw_http(wait=2.0))
     timeout = aiohttp.ClientTimeout(total=5, sock_read=0.3)
@@ -1315,7 +1332,7 @@ async def test_tls_failure_then_a_slow_handshake_on_the_second_address_is_tls_ti
 ) -> None:
     """c.test's first address fails certificate verification and the second completes a
     handshake held up 200 ms: that handshake is TLS time (tls and appconnect ~200 ms), not
-    ``send`` (connection ready to request written stays under 15 ms)."""
+    ``send`` (connection ready to request written stays under ``FAST``)."""
     backend = await raw_peer(raw_http(body=b"second", keep_alive=False), tls=server_ssl_ctx)
     async with two_address_peers(
         silent_reader, delayed_pipe(0.2, backend.port), first_tls=wrong_host_ssl_ctx
@@ -1329,7 +1346,7 @@ async def test_tls_failure_then_a_slow_handshake_on_the_second_address_is_tls_ti
     assert hop.connection.tls is not None
     assert_sane(t)
     tm = hop.timings
-    assert tm.send is not None and tm.send < 15, tm
+    assert tm.send is not None and tm.send < FAST, tm
     assert near(tm.tls, 200), tm
     assert near(hop.marks.appconnect, 200), hop.marks
 
@@ -1536,7 +1553,8 @@ async def test_kept_new_tls_connections_and_pool_waits_read_as_they_ran(
 def _kept_whole(kept: aiotrace._record.kept.KeptRequests) -> int:
     """How many rows hold a state kept whole (a frozen row holds None or a tuple there)."""
     return sum(
-        r is not None and not isinstance(r, tuple) for r in kept.rows[1 :: aiotrace._record.kept.ROW]
+        r is not None and not isinstance(r, tuple)
+        for r in kept.rows[1 :: aiotrace._record.kept.ROW]
     )
 
 
@@ -1793,7 +1811,9 @@ def test_pooled_phase_columns_equal_pooled_phase_values(
     """The aggregate fold's batch of pooled round trips gives each one the phases
     ``pooled_phase_values`` gives it alone, stamps out of order (a paused transport) included."""
     hops = [_pooled_hop(*s) for s in stamps]
-    columns = aiotrace._record.phases.pooled_phase_columns(*(list(c) for c in zip(*stamps, strict=True)))
+    columns = aiotrace._record.phases.pooled_phase_columns(
+        *(list(c) for c in zip(*stamps, strict=True))
+    )
     for i, hop in enumerate(hops):
         one = pooled_phase_values(hop)  # type: ignore[arg-type]
         assert one is not None
@@ -1850,7 +1870,9 @@ def test_chained_phase_columns_equal_phase_values(
     stops = [[getattr(h, _PHASE_SPANS[i][1]) for h in hops] for i in phases]
     stops += [[h.t_wrote_request for h in hops], [h.t_first_byte for h in hops]]
     stops.append([h.t_body_done for h in hops])
-    columns, totals = aiotrace._record.phases.chained_phase_columns([h.t_get_conn for h in hops], stops)
+    columns, totals = aiotrace._record.phases.chained_phase_columns(
+        [h.t_get_conn for h in hops], stops
+    )
     for k, hop in enumerate(hops):
         values, total, _ = phase_values(hop)  # type: ignore[arg-type]
         expected = [v for v in values if v is not None]
