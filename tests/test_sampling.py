@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -162,6 +163,49 @@ async def test_counts_stay_exact_and_sampled_percentiles_hold(
     # is known (p98.4-p99.6 at 2 sigma), its value is not (the loop's queueing makes the tail
     # long: a p99 of 329 ms in the sample against 451 ms for every request was seen on 3.12).
     assert every.p95 <= total.p99 <= every.max, (total, every)
+
+
+@pytest.mark.parametrize("attach", ["session", "scoped"])
+async def test_a_ratio_counts_every_request_and_traces_its_draws(
+    aiohttp_server: ServerFactory, refused_port: int, attach: str
+) -> None:
+    """``Recorder(sample=0.3, sample_seed=...)`` on the session (the boundary's inline path)
+    or in scope counts every request exactly, outcome by outcome, and traces exactly the
+    requests whose seeded draw fell under the ratio."""
+    server = await _app_server(aiohttp_server)
+    n, rate, seed = 300, 0.3, 11
+    rec = aiotrace.Recorder(sample=rate, sample_seed=seed)
+    refused = f"http://127.0.0.1:{refused_port}/"
+
+    async def run(session: aiohttp.ClientSession) -> list[str]:
+        outcomes = []
+        for i in range(n):
+            if i % 20 == 0:
+                try:
+                    await _get(session, refused)
+                except aiohttp.ClientConnectorError:
+                    outcomes.append("refused")
+                continue
+            path = "/fail" if i % 10 == 1 else "/ok"
+            outcomes.append(str((await _get(session, server.make_url(path)))[0]))
+        return outcomes
+
+    if attach == "session":
+        async with aiotrace.traced_session(trace=rec) as session:
+            outcomes = await asyncio.wait_for(run(session), timeout=60)
+    else:
+        async with rec, aiotrace.traced_session() as session:
+            outcomes = await asyncio.wait_for(run(session), timeout=60)
+    draw = random.Random(seed).random
+    drawn = sum(draw() < rate for _ in range(n))
+    assert outcomes.count("refused") == 15 and outcomes.count("500") == 30
+    assert len(rec.requests) == drawn
+    stats = rec.stats
+    ok, bad = stats[f"127.0.0.1:{server.port}"], stats[f"127.0.0.1:{refused_port}"]
+    assert ok.requests == n - 15 and ok.statuses == {200: n - 45, 500: 30} and not ok.errors
+    assert bad.requests == 15 and bad.errors == {"ClientConnectorError": 15}
+    assert ok.sampled + bad.sampled == drawn
+    assert ok.phases["response"].summary().count == n - 15
 
 
 async def test_keep_errors_keeps_unsampled_failures(

@@ -274,9 +274,10 @@ class Sampling:
     call of its sampler and no allocation.
     """
 
-    __slots__ = ("carrier", "decide")
+    __slots__ = ("carrier", "counters", "decide", "parts")
 
     def __init__(self, parts: tuple[ClientTrace, ...]) -> None:
+        self.parts = parts
         # The first observer with ``at_boundary(chosen, kw)``, called by the boundary right
         # after the decision (the OTel export: it injects the trace context of a request it
         # did not sample into ``kw``, and hands the span it started to one it did).
@@ -295,6 +296,8 @@ class Sampling:
                 c for o in part._observers if (c := getattr(o, "on_unsampled", None)) is not None
             )
 
+        # Each part's ``on_unsampled`` counters, in the order of ``parts``.
+        self.counters = tuple(counters(p) for p in parts)
         self.decide: Callable[[str, Any], tuple[ClientTrace | None, tuple[Any, ...]]]
         if len(parts) == 1:
             part = parts[0]
