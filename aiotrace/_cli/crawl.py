@@ -39,7 +39,7 @@ from .._record.redact import DEFAULT_REDACTION, Redaction
 from .._record.stalls import LoopStallMonitor
 from .._report.html import document_from_recorder, render_html
 from .._trace.clock import wall_time
-from .._trace.hooks import compose
+from .._trace.hooks import ClientTrace, compose
 from .args import SLO_KEYS, UsageError, _formatter, _headers, _Parser, _resolve, _slo, _ssl
 from .crawl_report import (
     CrawlCounts,
@@ -92,6 +92,8 @@ class CrawlOptions:
     slo: tuple[tuple[str, float], ...] = ()
     redaction: Redaction = DEFAULT_REDACTION
     keep_requests: bool = False  # a per-request output was asked: keep every timeline
+    sample: float | None = None  # --sample: the ratio of requests traced (None: every one)
+    sample_seed: int | None = None  # --sample-seed: the same sample every run
 
 
 # -- the URL list ------------------------------------------------------------------------------
@@ -164,10 +166,17 @@ class Crawler:
         # The loop-stall monitor: a callback every 10 ms, so that each phase says how much
         # of it the event loop was blocked (the crawler's own work, not the server's).
         self.monitor = LoopStallMonitor()
+        # Under --sample, every request is still counted (requests, statuses, errors, the
+        # time to its response); the phases come from the sample, and a failed or 5xx request
+        # the sampler skipped is kept anyway (keep_errors), with what the boundary saw.
+        sampling = options.sample is not None
         self.rec = Recorder(
             aggregate_only=not options.keep_requests,
             redaction=options.redaction,
             loop_stalls=self.monitor,
+            sample=options.sample,
+            sample_seed=options.sample_seed,
+            keep_errors=sampling,
         )
         self.tally = CrawlTally(options.redaction, dict(options.slo), self.monitor)
         self.ok = self.failed = self.cancelled = self.started = 0
@@ -217,7 +226,7 @@ class Crawler:
             # that the requests are spread evenly rather than sent a second's worth at once.
             burst = max(1.0, o.rate / 10)
             limiter = AsyncLimiter(burst, burst / o.rate)
-        trace = compose(self.rec.trace, self.tally.trace)  # the tally reads the stall book
+        trace = self._trace()
         session = traced_session(
             connector=connector,
             trace=trace,
@@ -241,6 +250,20 @@ class Crawler:
                         await ticker
                     progress.update(self)  # type: ignore[union-attr]
         self.elapsed_s = time.perf_counter() - t0
+
+    def _trace(self) -> ClientTrace | None:
+        """The session's trace: the Recorder's, then the tally's (which reads the stall book
+        the Recorder's observer keeps up to date). Under ``--sample`` both observers ride on
+        one sampling trace, so that a request is decided once and the tally sees the same
+        sample as the Recorder (composed with the tally's unsampled trace, every request
+        would be traced for it, and sampling would save nothing); the Recorder's own
+        ``on_unsampled`` still counts, or keeps, every request the sampler skips."""
+        o = self.options
+        if o.sample is None:
+            return compose(self.rec.trace, self.tally.trace)
+        return ClientTrace(
+            sample=o.sample, sample_seed=o.sample_seed, _observers=(self.rec, self.tally)
+        )
 
     async def _tick(self, progress: ProgressView) -> None:
         while True:
@@ -337,6 +360,16 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--limit-per-host", type=int, default=0, metavar="N", help="connections a host (0: any)"
     )
     pace.add_argument("--rate", type=float, metavar="R", help="at most R requests a second")
+    pace.add_argument(
+        "--sample", type=float, metavar="RATIO",
+        help="trace this share of the requests (0 < RATIO <= 1): requests, statuses and errors "
+        "still count every request, the phases, reuse, pool wait and slowest requests are "
+        "estimates from the sample; a request that fails (or gets a 5xx) is kept even if not "
+        "sampled. --json, --jsonl, --har and --html hold the sampled (and kept) requests only",
+    )  # fmt: skip
+    pace.add_argument(
+        "--sample-seed", type=int, metavar="N", help="the same sample every run (with --sample)"
+    )
     out = p.add_argument_group("reports")
     out.add_argument("--json", action="store_true", help="the report as one JSON document")
     out.add_argument("--jsonl", metavar="FILE", help="every request's timeline, one a line")
@@ -360,6 +393,10 @@ def _options(args: argparse.Namespace) -> CrawlOptions:
         raise UsageError("--max-time must be positive")
     if args.rate is not None and not args.rate > 0:
         raise UsageError("--rate must be positive")
+    if args.sample is not None and not 0 < args.sample <= 1:
+        raise UsageError(f"--sample must be a ratio in (0, 1], e.g. 0.1, not {args.sample:g}")
+    if args.sample_seed is not None and args.sample is None:
+        raise UsageError("--sample-seed goes with --sample")
     method = args.method.strip().upper()
     if not method or not method.isascii() or not all(c.isalnum() or c in "-_" for c in method):
         raise UsageError(f"-X: not a method: {args.method!r}")
@@ -385,6 +422,8 @@ def _options(args: argparse.Namespace) -> CrawlOptions:
         slo=tuple(_slo(args.slo).items()),
         redaction=Redaction(enabled=not args.no_redact),
         keep_requests=bool(args.json or args.jsonl or args.har or args.html),
+        sample=args.sample,
+        sample_seed=args.sample_seed,
     )
 
 
@@ -531,6 +570,8 @@ def crawl_main(argv: Sequence[str]) -> int:
             interrupted=crawler.interrupted,
             started_at=crawler.started_at,
             elapsed_s=crawler.elapsed_s,
+            sample_rate=options.sample,
+            sample_seed=options.sample_seed,
         )
         write_reports(
             crawler,
@@ -550,13 +591,19 @@ def crawl_main(argv: Sequence[str]) -> int:
     finally:
         for f in files.values():
             f.close()
+    # Under --sample, the limits are checked on the sampled requests (the tally sees those).
+    checked = (
+        f"{crawler.finished} requests"
+        if options.sample is None
+        else f"{crawler.tally.finished} sampled requests"
+    )
     for breach in report.breaches:
         # As ``aiotrace URL --slo`` words it (exits.slo_lines), with the worst request's id.
         name = "time to first byte" if breach.key == "ttfb" else PHASE_LABELS.get(breach.key)
         print(
             f"aiotrace: SLO broken: {breach.key} ({name or breach.key}) "
             f"{breach.worst_ms:.1f} ms > {breach.limit_ms:g} ms in {breach.count} of "
-            f"{crawler.finished} requests (#{breach.worst_id} {breach.worst_url})",
+            f"{checked} (#{breach.worst_id} {breach.worst_url})",
             file=sys.stderr,
         )
     if crawler.interrupted:

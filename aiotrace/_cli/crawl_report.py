@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .._trace.request import RequestState
 
 __all__ = [
+    "RESPONSE",
     "SLOWEST",
     "SUMMARY_PHASES",
     "CrawlCounts",
@@ -54,6 +55,9 @@ __all__ = [
 
 SLOWEST = 5  # requests listed as the slowest
 SUMMARY_PHASES = (*PHASES, "total")
+# Under sampling a host also has "response": every request's time to its response (exact).
+RESPONSE = "response"
+_JSON_PHASES = (*SUMMARY_PHASES, RESPONSE)
 CANCELLED = "cancelled"
 
 
@@ -244,6 +248,11 @@ class HostSummary:
     pool_wait_share: float  # of the round trips' time, spent waiting for the pool
     stall_ms: dict[str, float] | None  # loop-stall ms per phase and total; None: not watched
     stalled: int = 0  # round trips that overlapped a loop stall
+    # Under --sample: how many of ``requests`` were traced. The phases, reuse, connections
+    # opened, pool wait and stalls come from those (estimates); ``requests``, ``statuses``,
+    # ``errors`` and the ``response`` phase (each request's time to its response) count every
+    # request. ``None``: every request was traced.
+    sampled: int | None = None
 
     @property
     def failed(self) -> int:
@@ -260,9 +269,11 @@ class HostSummary:
         return None if self.stall_ms is None else self.stall_ms.get("total", 0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        sample = {} if self.sampled is None else {"sampled": self.sampled, "estimated": True}
         return {
             "host": self.host,
             "requests": self.requests,
+            **sample,
             "round_trips": self.round_trips,
             "reused": self.reused,
             "reuse_rate": self.reuse_rate,
@@ -273,7 +284,7 @@ class HostSummary:
             "pool_wait_share": self.pool_wait_share,
             "stall_ms": self.stall_ms,
             "stalled": self.stalled,
-            "phases": {name: asdict(q) for name in SUMMARY_PHASES if (q := self.phases.get(name))},
+            "phases": {name: asdict(q) for name in _JSON_PHASES if (q := self.phases.get(name))},
         }
 
 
@@ -311,6 +322,8 @@ class CrawlReport:
     slowest: list[SlowRequest]
     breaches: list[SloBreach] = field(default_factory=list)
     loop_stalls: LoopStalls | None = None
+    sample_rate: float | None = None  # --sample (None: every request traced)
+    sample_seed: int | None = None
 
     @property
     def rate(self) -> float:
@@ -336,6 +349,7 @@ def _host_summary(label: str, stats: HostStats, watched: bool) -> HostSummary:
         pool_wait_share=stats.pool_wait_share,
         stall_ms=dict(stats.stall_ms) if watched else None,
         stalled=stats.stalled,
+        sampled=stats.sampled,
     )
 
 
@@ -347,8 +361,11 @@ def summarize(
     interrupted: bool,
     started_at: float,
     elapsed_s: float,
+    sample_rate: float | None = None,
+    sample_seed: int | None = None,
 ) -> CrawlReport:
-    """The crawl's report from its Recorder's aggregates and its tally."""
+    """The crawl's report from its Recorder's aggregates and its tally (``sample_rate``,
+    ``sample_seed``: ``--sample``, said in the report)."""
     stats = rec.stats
     monitor = rec.stall_monitor
     watched = monitor is not None
@@ -372,18 +389,27 @@ def summarize(
             stalled_ms=monitor.stalled_ms,
             threshold_ms=monitor.threshold * 1000.0,
         ),
+        sample_rate=sample_rate,
+        sample_seed=sample_seed,
     )
 
 
 def crawl_document(report: CrawlReport, bad_lines: list[dict[str, Any]]) -> dict[str, Any]:
     """The report as a JSON-ready document: counts, per-host aggregates, the slowest
-    requests. (``write_document`` adds every request's timeline and every connection.)"""
+    requests. (``write_document`` adds every request's timeline and every connection.)
+
+    Under ``--sample``, ``sample_rate`` and ``sample_seed`` say so at the top, each host and
+    ``overall`` carry ``sampled`` and ``estimated``, and ``slowest`` are of the sample."""
+    sample: dict[str, Any] = {}
+    if report.sample_rate is not None:
+        sample = {"sample_rate": report.sample_rate, "sample_seed": report.sample_seed}
     return {
         "aiotrace": __version__,
         "command": "crawl",
         "started_at": report.started_at,
         "elapsed_s": report.elapsed_s,
         "interrupted": report.interrupted,
+        **sample,
         "counts": asdict(report.counts),
         "bad_lines": bad_lines,
         "loop_stalls": asdict(report.loop_stalls) if report.loop_stalls else None,

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._record.phases import PHASES
-from .crawl_report import SUMMARY_PHASES
+from .crawl_report import RESPONSE, SUMMARY_PHASES
 
 if TYPE_CHECKING:
     from .crawl import Crawler
@@ -127,6 +127,14 @@ def _stall(h: HostSummary) -> str:
     return f"{h.stalled}: {_ms(total)} ms ({phase} {_ms(phases.get(phase, 0.0))})"
 
 
+_SAMPLED_CAPTION = (
+    "* from the sampled requests (estimates); requests, errors and statuses count every request"
+)
+_RESPONSE_CAPTION = (
+    "response: every request's time to its response (or error), sampled or not: exact"
+)
+
+
 def _ms(v: float) -> str:
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
@@ -168,23 +176,39 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
         )
     if report.interrupted:
         head += " · [bold red]interrupted[/]"
+    sampled = o.sampled
+    if sampled is not None:
+        head += (
+            f" · [yellow]sampled {sampled} of {o.requests} requests "
+            f"(--sample {report.sample_rate:g}): * figures are estimates from the sample[/]"
+        )
     console.print(head)
 
     hosts = report.hosts[:HOSTS_SHOWN]
     stalls = any(h.stall_ms is not None for h in (*report.hosts, o))
-    table = Table(title="per host", title_justify="left", show_edge=False, pad_edge=False)
-    columns = ("host", "requests", "errors", "statuses", "reuse", "conns opened (why)", "pool wait")
+    # Under --sample the round trips' figures come from the sample: their headings say so
+    # (a *), and a caption says which counts are exact.
+    star = "*" if sampled is not None else ""
+    table = Table(
+        title="per host", title_justify="left", show_edge=False, pad_edge=False,
+        caption=None if sampled is None else _SAMPLED_CAPTION, caption_justify="left",
+    )  # fmt: skip
+    columns: tuple[str, ...] = ("host", "requests", "errors", "statuses")
+    if sampled is not None:
+        columns += ("sampled",)
+    columns += (f"reuse{star}", f"conns opened (why){star}", f"pool wait{star}")
     for col in columns:
-        right = col in ("requests", "reuse", "pool wait")
+        right = col.rstrip("*") in ("requests", "sampled", "reuse", "pool wait")
         table.add_column(col, justify="right" if right else "left")
     if stalls:
-        table.add_column("stalled trips: ms", justify="right")
+        table.add_column(f"stalled trips: ms{star}", justify="right")
     for h in (*hosts, o):
         row = [
             escape(h.host) if h is not o else "[bold]overall[/]",
             str(h.requests),
             _errors(h),
             escape(_counts({str(k): n for k, n in h.statuses.items()}, 3)) or "-",
+            *(() if sampled is None else (str(h.sampled or 0),)),
             _pct(h.reuse_rate),
             escape(_opened(h)),
             _pct(h.pool_wait_share),
@@ -197,18 +221,29 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
     if len(report.hosts) > len(hosts):
         console.print(f"… {len(report.hosts) - len(hosts)} more hosts (all of them in --json)")
 
+    title = "phases per host (ms): p50 / p90 / p99"
+    shown: tuple[str, ...] = SUMMARY_PHASES
+    if sampled is not None:
+        # The phases are the sample's; "response" (each request's time to its response,
+        # counted at the request boundary) is every request's.
+        title += f", estimates from {sampled} sampled of {o.requests} requests"
+        shown = (*SUMMARY_PHASES, RESPONSE)
     phases = Table(
-        title="phases per host (ms): p50 / p90 / p99", title_justify="left", show_edge=False,
-        pad_edge=False,
+        title=title, title_justify="left", show_edge=False, pad_edge=False,
+        caption=None if sampled is None else _RESPONSE_CAPTION, caption_justify="left",
     )  # fmt: skip
     phases.add_column("host")
     phases.add_column("")
-    for name in SUMMARY_PHASES:
+    if sampled is not None:
+        phases.add_column("sampled", justify="right")
+    for name in shown:
         phases.add_column(name, justify="right")
     for h in (*hosts, o):
         for i, q in enumerate(("p50", "p90", "p99")):
             cells = []
-            for name in SUMMARY_PHASES:
+            if sampled is not None:
+                cells.append("" if i else f"{h.sampled or 0} of {h.requests}")
+            for name in shown:
                 quantiles = h.phases.get(name)
                 cells.append("-" if quantiles is None else _ms(getattr(quantiles, q)))
             label = "" if i else (escape(h.host) if h is not o else "[bold]overall[/]")
@@ -217,10 +252,10 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
     console.print(phases)
 
     if report.slowest:
-        slow = Table(
-            title=f"the {len(report.slowest)} slowest requests", title_justify="left",
-            show_edge=False, pad_edge=False,
-        )  # fmt: skip
+        title = f"the {len(report.slowest)} slowest requests"
+        if sampled is not None:
+            title = f"the {len(report.slowest)} slowest of the {sampled} sampled requests"
+        slow = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         for col in ("request", "ms", "dominant phase", "loop stall ms", "outcome", "url"):
             slow.add_column(col, justify="right" if col in ("ms", "loop stall ms") else "left")
         for s in report.slowest:
