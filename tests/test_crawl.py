@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import pty
+import random
 import re
 import select
 import signal
@@ -370,6 +371,142 @@ def test_slo_exceeded_exits_4_naming_the_phase(tmp_path: Path, site: Site) -> No
     assert line.startswith("aiotrace: SLO broken: wait (server processing) ")
     assert " ms > 150 ms in 1 of 2 requests (#" in line
     assert "/slow?ms=300" in line
+
+
+# -- sampling ----------------------------------------------------------------------------------
+
+
+def sampled_list(
+    site: Site, refused_port: int, n: int, rate: float, seed: int
+) -> tuple[list[str], list[bool]]:
+    """``n`` distinct URLs over three hosts, with two refused and two 500s among the requests
+    the seeded sampler skips and one of each among those it takes; and which it takes (the
+    crawl draws once per URL, in list order, as its workers take them)."""
+    draw = random.Random(seed).random
+    drawn = [draw() < rate for _ in range(n)]
+    lines = [f"http://{site.host(i % 3)}/page/{i}" for i in range(n)]
+    skipped = [i for i in range(n) if not drawn[i]]
+    taken = [i for i in range(n) if drawn[i]]
+    for i in (skipped[10], skipped[40], taken[3]):
+        lines[i] = f"http://127.0.0.1:{refused_port}/refused/{i}"
+    for i in (skipped[20], skipped[50], taken[5]):
+        lines[i] = f"http://{site.host(0)}/fail?i={i}"
+    return lines, drawn
+
+
+def test_sample_counts_every_request_and_traces_the_sample(
+    tmp_path: Path, site: Site, refused_port: int
+) -> None:
+    """``--sample 0.2 --sample-seed 1 --json --jsonl``: every host's request, status and
+    error counts equal the truth, ``sampled`` counts exactly the seeded draws and is marked
+    ``estimated``, and the requests written are the sampled ones plus every skipped failure
+    or 5xx (keep_errors), the same in the JSON and the JSONL."""
+    n, rate, seed = 300, 0.2, 1
+    lines, drawn = sampled_list(site, refused_port, n, rate, seed)
+    jsonl = tmp_path / "out.jsonl"
+    out = crawl(
+        url_file(tmp_path, lines), *site.resolve(), "--sample", str(rate), "--sample-seed",
+        str(seed), "--json", "--jsonl", str(jsonl),
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr  # the refused port
+    doc = json.loads(out.stdout)
+    assert doc["sample_rate"] == rate and doc["sample_seed"] == seed
+    assert doc["counts"]["ok"] == n - 3 and doc["counts"]["failed"] == 3
+    truth: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        host = line.split("/")[2]
+        t = truth.setdefault(host, {"requests": 0, "statuses": {}, "errors": {}})
+        t["requests"] += 1
+        if "/refused/" in line:
+            t["errors"]["ClientConnectorError"] = t["errors"].get("ClientConnectorError", 0) + 1
+        else:
+            code = "500" if "/fail" in line else "200"
+            t["statuses"][code] = t["statuses"].get(code, 0) + 1
+    assert set(doc["hosts"]) == set(truth)
+    for host, t in truth.items():
+        h = doc["hosts"][host]
+        assert (h["requests"], h["statuses"], h["errors"]) == (
+            t["requests"], t["statuses"], t["errors"],
+        ), host  # fmt: skip
+        assert h["estimated"] is True
+        # Every request's time to its response is exact; the phases are the sample's.
+        assert h["phases"]["response"]["count"] == t["requests"]
+        total = h["phases"].get("total", {"count": 0})["count"]
+        assert total == h["sampled"], host
+    sampled_urls = sorted(lines[i] for i in range(n) if drawn[i])
+    assert sum(h["sampled"] for h in doc["hosts"].values()) == len(sampled_urls)
+    assert doc["overall"]["sampled"] == len(sampled_urls)
+    assert doc["overall"]["requests"] == n and doc["overall"]["estimated"] is True
+    requests = doc["requests"]
+    traced = sorted(r["url"] for r in requests if r.get("sampled", True))
+    assert traced == sampled_urls
+    # keep_errors: the failures and 5xx the sampler skipped are kept, with no round trip.
+    kept = sorted((r["url"], r["status"], r["hops"]) for r in requests if r.get("sampled") is False)
+    assert kept == sorted(
+        (lines[i], 500 if "/fail" in lines[i] else None, [])
+        for i in range(n)
+        if not drawn[i] and ("/fail" in lines[i] or "/refused/" in lines[i])
+    )
+    assert len(kept) == 4
+    refused = [r for r in requests if "/refused/" in r["url"]]
+    assert len(refused) == 3 and all("ClientConnectorError" in r["error"] for r in refused)
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in requests]
+    assert all(s["url"] in sampled_urls for s in doc["slowest"])
+
+
+def test_sample_summary_marks_the_estimates(
+    tmp_path: Path, site: Site, refused_port: int
+) -> None:
+    """The terminal summary under ``--sample`` keeps the exact request counts, says how many
+    were sampled (overall line, a ``sampled`` column, ``N of M`` beside the phases), stars
+    the figures from the sample, and says the slowest requests are the sample's."""
+    n, rate, seed = 200, 0.2, 3
+    lines, drawn = sampled_list(site, refused_port, n, rate, seed)
+    out = crawl(url_file(tmp_path, lines), *site.resolve(), "--sample", "0.2", "--sample-seed", "3")
+    assert out.returncode == 1, out.stderr
+    text = out.stdout
+    k = sum(drawn)
+    head, note = text.splitlines()[:2]
+    assert head.startswith(f"crawl: {n} URLs · {n - 3} ok · 3 failed")
+    assert note.startswith(f"sampled {k} of {n} requests (--sample 0.2): ")
+    assert "estimates from the sample" in note
+    table = text[text.index("per host") : text.index("phases per host")]
+    assert "reuse*" in table and "pool wait*" in table and "sampled" in table
+    assert "requests, errors and statuses count every request" in table
+    cells = {
+        c[0]: c for line in table.splitlines() if len(c := [x.strip() for x in line.split("│")]) > 4
+    }
+    # host, requests (every one), errors, statuses, sampled
+    assert cells["overall"][1] == str(n) and cells["overall"][4] == str(k)
+    assert cells[f"127.0.0.1:{refused_port}"][1:3] == ["3", "3 (ClientConnectorError 3)"]
+    assert cells[site.host(0)][1] == str(len([u for u in lines if site.host(0) in u]))
+    assert f"estimates from {k} sampled of {n} requests" in text
+    assert f"{k} of {n}" in text[text.index("phases per host") :]
+    assert "response" in text and "sampled or not: exact" in text
+    assert f"slowest of the {k} sampled requests" in text
+    assert "\x1b" not in text and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sample", "0"], "--sample must be a ratio in (0, 1]"),
+        (["--sample", "2"], "--sample must be a ratio in (0, 1]"),
+        (["--sample", "x"], "invalid float value: 'x'"),
+        (["--sample", "nan"], "--sample must be a ratio in (0, 1]"),
+        (["--sample-seed", "3"], "--sample-seed goes with --sample"),
+        (["--sample", "0.5", "--sample-seed", "y"], "invalid int value: 'y'"),
+    ],
+)
+def test_bad_sample_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    """A ratio outside (0, 1], not a number, or a seed without a ratio: one line on stderr
+    from the console script, exit 2, nothing crawled."""
+    out = crawl(url_file(tmp_path, ["http://127.0.0.1:1/"]), *args, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.startswith("aiotrace: ") and message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert out.stdout == ""
 
 
 # -- loop stalls -------------------------------------------------------------------------------

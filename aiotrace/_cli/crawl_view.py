@@ -176,13 +176,14 @@ def render_summary(report: CrawlReport, console: Console | None = None) -> None:
         )
     if report.interrupted:
         head += " · [bold red]interrupted[/]"
+    console.print(head)
     sampled = o.sampled
     if sampled is not None:
-        head += (
-            f" · [yellow]sampled {sampled} of {o.requests} requests "
-            f"(--sample {report.sample_rate:g}): * figures are estimates from the sample[/]"
+        console.print(
+            f"[yellow]sampled {sampled} of {o.requests} requests (--sample "
+            f"{report.sample_rate:g}): the phases, the slowest requests and the figures "
+            "marked * are estimates from the sample[/]"
         )
-    console.print(head)
 
     hosts = report.hosts[:HOSTS_SHOWN]
     stalls = any(h.stall_ms is not None for h in (*report.hosts, o))
