@@ -403,10 +403,10 @@ def test_sample_counts_every_request_and_traces_the_sample(
     or 5xx (keep_errors), the same in the JSON and the JSONL."""
     n, rate, seed = 300, 0.2, 1
     lines, drawn = sampled_list(site, refused_port, n, rate, seed)
-    jsonl = tmp_path / "out.jsonl"
+    jsonl, har, html = tmp_path / "out.jsonl", tmp_path / "out.har", tmp_path / "out.html"
     out = crawl(
         url_file(tmp_path, lines), *site.resolve(), "--sample", str(rate), "--sample-seed",
-        str(seed), "--json", "--jsonl", str(jsonl),
+        str(seed), "--json", "--jsonl", str(jsonl), "--har", str(har), "--html", str(html),
     )  # fmt: skip
     assert out.returncode == 1, out.stderr  # the refused port
     doc = json.loads(out.stdout)
@@ -452,6 +452,11 @@ def test_sample_counts_every_request_and_traces_the_sample(
     assert len(refused) == 3 and all("ClientConnectorError" in r["error"] for r in refused)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["id"] for r in rows] == [r["id"] for r in requests]
+    entries = json.loads(har.read_text())["log"]["entries"]
+    assert len(entries) == len(sampled_urls)  # one per round trip: the kept ones have none
+    page = html_data(html)
+    assert [r["id"] for r in page["requests"]] == [r["id"] for r in requests]
+    assert page["sample_rate"] == rate
     assert all(s["url"] in sampled_urls for s in doc["slowest"])
 
 

@@ -354,6 +354,25 @@ def test_a_document_without_requests(open_page: Callable[..., Page]) -> None:
     assert row[6:9] == ["3.00 ms", "5.00 ms", "9.00 ms"]
 
 
+def test_a_sampled_document_says_traced_of_seen(open_page: Callable[..., Page]) -> None:
+    """Under sampling the summary counts the timelines as traced of every request the
+    aggregates saw, and the failures from the aggregates (every one, sampled or not)."""
+    stats = {"requests": 40, "sampled": 8, "estimated": True, "round_trips": 8, "reused": 6}
+    stats |= {"errors": {"ClientConnectorError": 3}, "statuses": {"200": 37}, "phases": {}}
+    other = {"requests": 10, "round_trips": 2, "reused": 1, "errors": {}, "statuses": {"200": 10}}
+    doc = {
+        "title": "sampled",
+        "requests": [],
+        "hosts": {"a.test:80": stats, "b.test:80": other | {"sampled": 2, "phases": {}}},
+        "sample_rate": 0.2,
+    }
+    page = open_page(doc)
+    assert page.errors == []
+    summary = page.page.inner_text("#summary")
+    assert summary.startswith("0 traced of 50 requests · 0 connections · 3 failed · "), summary
+    assert "a sample of 20% of requests traced" in summary
+
+
 def tooltip_for(page: Page, request_id: int, hop: int) -> str:
     """Hover over the bar of one round trip; the tooltip's text."""
     at = page.page.evaluate(f"window.aiotraceReport.barPosition({request_id}, {hop})")

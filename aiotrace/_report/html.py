@@ -28,7 +28,8 @@ derived from the same ``perf_counter`` stamps as its phases, so offsets are exac
 trip may carry ``"stall": {phase: ms}`` (the time of each phase the event loop was blocked);
 the tooltip shows it. The per-host table takes requests, errors, reuse and percentiles from
 ``hosts`` where a host is listed there (every request the Recorder saw), and works out the
-rest from the requests in the document.
+rest from the requests in the document. Under sampling (``sample_rate`` below 1) the summary
+line counts the timelines as "N traced of M requests", M and the failures from ``hosts``.
 
 The page embeds the document in its ``page_form``: connection details once, not on every
 round trip (a quarter of a crawl's bytes).

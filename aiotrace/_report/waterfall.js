@@ -781,6 +781,19 @@
     var parts = [requests.length + " requests", connLanes.length + " connections", errors + " failed",
       "over " + fmtMs(span)];
     if (num(doc.sample_rate) && doc.sample_rate < 1) {
+      // Under sampling the timelines are the sample (and the failures kept anyway); the
+      // aggregates count every request, so the page says how many it draws of how many.
+      var seen = 0, failed = 0;
+      Object.keys(aggregates).forEach(function (h) {
+        var a = aggregates[h] || {};
+        if (num(a.requests)) seen += a.requests;
+        var e = a.errors && typeof a.errors === "object" ? a.errors : {};
+        Object.keys(e).forEach(function (k) { if (num(e[k])) failed += e[k]; });
+      });
+      if (seen > 0) {
+        parts[0] = requests.length + " traced of " + seen + " requests";
+        parts[2] = failed + " failed";
+      }
       parts.push("a sample of " + String(+(doc.sample_rate * 100).toPrecision(3)) + "% of requests traced");
     }
     if (num(doc.dropped) && doc.dropped > 0) parts.push(doc.dropped + " more not kept (in the host table only)");
