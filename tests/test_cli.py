@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pty
+import random
 import re
 import shutil
 import subprocess
@@ -711,6 +712,83 @@ def test_repeat_prints_a_table_per_host(servers: Servers, refused: str) -> None:
     assert "errors     4 connect (ClientConnectorError)" in theirs
     line = one_line(out.stderr)
     assert line.startswith("aiotrace: connect failed: 4 of 12 requests, e.g. GET ")
+
+
+def test_repeat_with_sample_counts_every_request_and_marks_the_estimates(
+    servers: Servers, refused: str
+) -> None:
+    """``-n N --sample 0.25 --sample-seed 5``: each host's requests, statuses and errors count
+    every request, the sample's size (the seeded draws) is said overall and per host, and the
+    reuse, new connections and phases say they are the sample's, beside an exact response
+    row; every failure still gets its line on stderr."""
+    n, rate, seed = 60, 0.25, 5
+    base = f"http://127.0.0.1:{servers.http}"
+    out = aiotrace("-n", str(n), "-c", "4", "--sample", str(rate), "--sample-seed", str(seed),
+                   f"{base}/", refused)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    draw = random.Random(seed).random
+    k = sum(draw() < rate for _ in range(2 * n))
+    text = out.stdout
+    assert re.search(rf"{2 * n} requests in \d+\.\d\d s", text)
+    assert f"sampled {k} of {2 * n} requests (--sample 0.25): " in text
+    ours = text.split(f"127.0.0.1:{servers.http}  ")[1]
+    theirs = text.split(refused.removeprefix("http://").rstrip("/") + "  ")[1]
+    per_host = []
+    for block, name in ((ours, "ours"), (theirs, "theirs")):
+        m = re.match(rf"{n} requests, \d+\.\d/s, (\d+) sampled\n", block)
+        assert m is not None, (name, block)
+        per_host.append(int(m[1]))
+    assert sum(per_host) == k
+    assert f"status     200 ({n})" in ours
+    assert re.search(r"reused     \d+ of \d+ sampled round trips \(\d+%\)", ours)
+    assert re.search(rf"phase \({per_host[0]} sampled: estimates\) +n +p50", ours)
+    assert re.search(rf"total +{per_host[0]} ", ours)
+    assert re.search(rf"response \(every request: exact\) +{n} ", ours)
+    assert f"errors     {n} connect (ClientConnectorError)" in theirs
+    line = one_line(out.stderr)
+    assert line.startswith(f"aiotrace: connect failed: {n} of {2 * n} requests, e.g. GET ")
+
+
+def test_repeat_with_sample_writes_the_sample_and_the_failures(
+    servers: Servers, refused: str
+) -> None:
+    """``--jsonl`` under ``--sample`` holds the sampled requests with their timelines and
+    every failed request the sampler skipped, marked ``sampled: false`` with its failure."""
+    n, rate, seed = 30, 0.25, 7
+    base = f"http://127.0.0.1:{servers.http}"
+    out = aiotrace("-n", str(n), "--sample", str(rate), "--sample-seed", str(seed), "--jsonl",
+                   f"{base}/", refused)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    draw = random.Random(seed).random
+    drawn = [draw() < rate for _ in range(2 * n)]  # -c 1: one request after the other
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    traced = [r for r in rows if "hops" in r]
+    kept = [r for r in rows if r.get("sampled") is False]
+    assert len(traced) == sum(drawn) and len(traced) + len(kept) == len(rows)
+    assert len(kept) == drawn[n:].count(False)
+    assert {r["url"] for r in kept} == {refused}
+    assert all(r["failure"]["phase"] == "connect" and r["status"] is None for r in kept)
+    assert all(r["hops"] and r["timings"]["total"] is not None for r in traced)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-n", "3", "--sample", "0"], "--sample must be a ratio in (0, 1]"),
+        (["-n", "3", "--sample", "2"], "--sample must be a ratio in (0, 1]"),
+        (["-n", "3", "--sample", "x"], "invalid float value: 'x'"),
+        (["--sample", "0.5"], "--sample samples a repeated run: give -n N"),
+        (["-n", "3", "--sample-seed", "1"], "--sample-seed goes with --sample"),
+        (["-n", "3", "--sample", "0.5", "-w", "%{http_code}"], "does not go with --sample"),
+    ],
+)
+def test_bad_sample_is_one_line_and_exit_2(argv: list[str], message: str) -> None:
+    """A ratio outside (0, 1], not a number, without ``-n``, a seed alone, or with ``-w``:
+    the console script prints one line and exits 2, sending nothing."""
+    out = aiotrace("http://127.0.0.1:1/", *argv, timeout=30)
+    assert out.returncode == 2
+    assert message in one_line(out.stderr)
+    assert out.stdout == ""
 
 
 # -- the demo ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ examples:
   aiotrace -s -o /dev/null -w '%{http_code} %{time_total}\\n' URL    curl's --write-out
   aiotrace -v URL                               every hook as it fires, one line each
   aiotrace -n 50 -c 5 URL                       p50/p95/p99 per phase and host, reuse, errors
+  aiotrace -n 1000 -c 20 --sample 0.1 URL       the same from a 10% sample, the counts exact
   aiotrace --json URL | jq '.[0].hops'          the timelines as JSON (or --jsonl, --har FILE)
   aiotrace --slo total=300,ttfb=100 URL         exit status 4 when a request is slower
   aiotrace --resolve example.org:443:127.0.0.1 -H 'Accept: text/html' -d @body.json URL
@@ -207,6 +208,16 @@ def url_parser(
         "-c", "--concurrency", type=int, default=1, metavar="C", help="requests in flight"
     )
     repeat.add_argument(
+        "--sample", type=float, metavar="RATIO",
+        help="with -n: trace this share of the requests (0 < RATIO <= 1); requests, statuses "
+        "and errors still count every request, the phases, reuse and new connections are "
+        "estimates from the sample, and --slo checks the sample; --json, --jsonl and --har "
+        "hold the sampled requests (and the failed or 5xx ones, without timings)",
+    )  # fmt: skip
+    repeat.add_argument(
+        "--sample-seed", type=int, metavar="N", help="the same sample every run (with --sample)"
+    )
+    repeat.add_argument(
         "--slo", metavar="NAME=MS,...",
         help=f"exit 4 when a request is slower; NAME in {', '.join(SLO_KEYS)}",
     )  # fmt: skip
@@ -246,6 +257,8 @@ class Options:
     har: str | None
     repeat: int
     concurrency: int
+    sample: float | None  # --sample: the ratio of requests traced (None: every one)
+    sample_seed: int | None
     slo: dict[str, float]
     redaction: Redaction
     secrets: tuple[str, ...]  # credentials given on the command line, scrubbed from errors
@@ -392,6 +405,8 @@ def _options(args: argparse.Namespace) -> Options:
         har=har,
         repeat=args.repeat,
         concurrency=args.concurrency,
+        sample=args.sample,
+        sample_seed=args.sample_seed,
         slo=_slo(args.slo),
         redaction=redaction,
         secrets=tuple(s for s in secrets if s),
@@ -422,6 +437,15 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be a positive number of seconds")
     if args.max_redirs < -1:
         raise UsageError("--max-redirs must be -1 (no limit) or more")
+    if args.sample is not None:
+        if not 0 < args.sample <= 1:
+            raise UsageError(f"--sample must be a ratio in (0, 1], e.g. 0.1, not {args.sample:g}")
+        if args.repeat < 2:
+            raise UsageError("--sample samples a repeated run: give -n N (N > 1)")
+        if args.write_out is not None:
+            raise UsageError("-w reads every request's timings: it does not go with --sample")
+    elif args.sample_seed is not None:
+        raise UsageError("--sample-seed goes with --sample")
 
 
 def _max_redirects(curl_max: int) -> int:

@@ -165,10 +165,17 @@ def _values(t: RequestTimeline) -> dict[str, float | None]:
     }
 
 
-def slo_lines(transfers: Sequence[Transfer], slo: dict[str, float]) -> list[str]:
-    """One line per broken ``--slo`` limit: the phase, how many requests, the worst."""
+def slo_lines(
+    transfers: Sequence[Transfer], slo: dict[str, float], *, sampled: bool = False
+) -> list[str]:
+    """One line per broken ``--slo`` limit: the phase, how many requests, the worst
+    (``sampled``: ``--sample``, the limits are checked on the sampled requests, and the line
+    says so)."""
     if not slo:
         return []
+    checked = f"{len(transfers)} requests"
+    if sampled:
+        checked = f"{sum(1 for t in transfers if t.timeline is not None)} sampled requests"
     broken: dict[str, list[tuple[float, Transfer]]] = {}
     for t in transfers:
         if t.timeline is None:
@@ -185,7 +192,7 @@ def slo_lines(transfers: Sequence[Transfer], slo: dict[str, float]) -> list[str]
             continue
         worst, t = max(over, key=lambda p: p[0])
         name = "time to first byte" if key == "ttfb" else PHASE_LABELS.get(key, key)
-        count = "" if len(transfers) == 1 else f" in {len(over)} of {len(transfers)} requests"
+        count = "" if len(transfers) == 1 else f" in {len(over)} of {checked}"
         lines.append(
             f"aiotrace: SLO broken: {key} ({name}) {worst:.1f} ms > {limit:g} ms{count} ({t.what})"
         )

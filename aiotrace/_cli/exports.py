@@ -22,8 +22,17 @@ __all__ = ["har", "transfer_dict"]
 
 def transfer_dict(t: Transfer, r: Redaction, secrets: Sequence[str] = ()) -> dict[str, Any]:
     """One request as a JSON-ready dict."""
-    if t.timeline is None:  # never started (cannot happen for a request that was made)
-        return {"url": r.url(t.url), "error": t.error_text() or None}
+    if t.timeline is None:  # not sampled (--sample): what the command saw of it
+        f = t.failure
+        return {
+            "url": r.url(t.url),
+            "method": t.method,
+            "sampled": False,
+            "status": t.responses[-1].status if t.responses else None,
+            "error": t.error_text() or None,
+            "failure": None if f is None else {"phase": f.phase, "during": f.during,
+                                               "kind": f.kind, "message": f.message},
+        }  # fmt: skip
     d: dict[str, Any] = t.timeline.to_dict(r)
     if d.get("error"):
         d["error"] = scrub(d["error"], secrets)

@@ -280,7 +280,9 @@ def attach_timelines(transfers: list[Transfer], rec: Recorder) -> None:
 
 
 async def _fetch(opts: Options, extra_trace: ClientTrace | None) -> Run:
-    rec = Recorder(redaction=opts.redaction)
+    # --sample: the Recorder traces a share of the requests and counts every one; the
+    # transfers keep each request's status and error either way.
+    rec = Recorder(redaction=opts.redaction, sample=opts.sample, sample_seed=opts.sample_seed)
     resolver = _resolver(opts)
     connector = TracingConnector(family=opts.family, resolver=resolver)
     timeout = aiohttp.ClientTimeout(total=opts.max_time, connect=opts.connect_timeout)

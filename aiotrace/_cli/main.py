@@ -30,7 +30,7 @@ from .exits import (
 from .exports import har, transfer_dict
 
 if TYPE_CHECKING:
-    from .fetch import Run
+    from .fetch import Run, Transfer
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -102,7 +102,12 @@ def trace_urls(opts: Options) -> int:
                 (sys.stderr if stream == "stderr" else sys.stdout).write(text)
         sys.stdout.flush()
     if opts.json or opts.jsonl:
-        docs = [transfer_dict(t, opts.redaction, opts.secrets) for t in run.transfers]
+        # Under --sample: the sampled requests, and those that failed or got a 5xx.
+        docs = [
+            transfer_dict(t, opts.redaction, opts.secrets)
+            for t in run.transfers
+            if opts.sample is None or t.timeline is not None or _failed_or_5xx(t)
+        ]
         if opts.json:
             sys.stdout.write(json.dumps(docs, indent=2) + "\n")
         else:
@@ -127,13 +132,18 @@ def trace_urls(opts: Options) -> int:
     if opts.show_error:
         for line in failures:
             print(line, file=sys.stderr)
-    broken = slo_lines(run.transfers, opts.slo)
+    broken = slo_lines(run.transfers, opts.slo, sampled=opts.sample is not None)
     if opts.show_error:
         for line in broken:
             print(line, file=sys.stderr)
     if failures:
         return EXIT_FAILED
     return EXIT_SLO if broken else EXIT_OK
+
+
+def _failed_or_5xx(t: Transfer) -> bool:
+    """A request a sampling Recorder would keep unsampled (``keep_errors``)."""
+    return t.error is not None or bool(t.responses and t.responses[-1].status >= 500)
 
 
 def _show(run: Run, opts: Options) -> None:

@@ -64,6 +64,11 @@ _SHORT_NAMES = {
 }
 
 
+# Under --sample: each request's time to its response, counted at the request boundary for
+# every request, sampled or not (the Recorder's "response" histogram).
+_RESPONSE = "response"
+
+
 def console(file: IO[str] | None = None) -> Console:
     """A rich console for ``file`` (stdout): colour only on a terminal, never with NO_COLOR."""
     try:
@@ -302,7 +307,12 @@ def _host(url: Any) -> str:
 
 def host_tables(run: Run) -> list[Any]:
     """For ``-n``: a summary line, then per host its requests, reuse, new connections and
-    why, errors by kind, and p50/p95/p99 of each phase (the Recorder's aggregates)."""
+    why, errors by kind, and p50/p95/p99 of each phase (the Recorder's aggregates).
+
+    Under ``--sample`` the requests, statuses and errors count every request (the transfers
+    and the Recorder's boundary counts), and so does the ``response`` row (each request's
+    time to its response); reuse, new connections and the phases come from the sample, and
+    say so."""
     from rich.table import Table
 
     transfers = run.transfers
@@ -311,37 +321,54 @@ def host_tables(run: Run) -> list[Any]:
         _line(
             (f"{len(transfers)} requests", "bold"),
             f" in {elapsed:.2f} s: {len(transfers) / elapsed:.1f} requests/s",
-        ),
-        _line(),
+        )
     ]
+    rate = run.recorder.sample_rate
+    if rate is not None:
+        traced = sum(1 for t in transfers if t.timeline is not None)
+        out.append(
+            _line(
+                (f"sampled {traced} of {len(transfers)} requests (--sample {rate:g})", "yellow"),
+                ": the phases, reuse and new connections are estimates from the sample; "
+                "requests, statuses, errors and response count every request",
+            )
+        )
+    out.append(_line())
     why: dict[str, Counter[str]] = {}
     errors: dict[str, Counter[str]] = {}
     for t in transfers:
+        if t.failure is not None:  # every failed request, sampled or not
+            f = t.failure
+            kind = f"{'timeout in ' + f.during if f.during else f.phase} ({f.kind})"
+            errors.setdefault(_host(t.url), Counter())[kind] += 1
         if t.timeline is None:
             continue
         for hop in t.timeline.hops:
             if hop.connection is not None and not hop.reused:
                 why.setdefault(_host(hop.url), Counter())[hop.reuse_miss or "?"] += 1
-        if t.failure is not None:
-            f = t.failure
-            kind = f"{'timeout in ' + f.during if f.during else f.phase} ({f.kind})"
-            errors.setdefault(_host(t.timeline.url), Counter())[kind] += 1
     for host, stats in run.recorder.stats.items():
         opened = why.get(host, Counter())
-        rate = stats.reused / stats.round_trips if stats.round_trips else 0.0
+        share = stats.reused / stats.round_trips if stats.round_trips else 0.0
         statuses = ", ".join(f"{code} ({n})" for code, n in sorted(stats.statuses.items()))
+        sampled = stats.sampled
         out.append(
-            _line((host, "bold"), f"  {stats.requests} requests, {stats.requests / elapsed:.1f}/s")
+            _line(
+                (host, "bold"),
+                f"  {stats.requests} requests, {stats.requests / elapsed:.1f}/s"
+                + ("" if sampled is None else f", {sampled} sampled"),
+            )
         )
         if statuses:
             out.append(_line(f"  status     {statuses}"))
+        trips = "round trips" if sampled is None else "sampled round trips"
         out.append(
-            _line(f"  reused     {stats.reused} of {stats.round_trips} round trips ({rate:.0%})")
+            _line(f"  reused     {stats.reused} of {stats.round_trips} {trips} ({share:.0%})")
         )
         reasons = ", ".join(f"{n} {r}" for r, n in opened.most_common())
         out.append(
             _line(
                 f"  new        {sum(opened.values())} connections"
+                + ("" if sampled is None else " in the sample")
                 + (f": {reasons}" if reasons else "")
             )
         )
@@ -354,16 +381,20 @@ def host_tables(run: Run) -> list[Any]:
                 )
             )
         table = Table(show_edge=False, box=None, padding=(0, 2), pad_edge=True)
-        for col in ("phase", "n", "p50", "p95", "p99", "max"):
+        heading = "phase" if sampled is None else f"phase ({sampled} sampled: estimates)"
+        for col in (heading, "n", "p50", "p95", "p99", "max"):
             table.add_column(
-                col, justify="left" if col == "phase" else "right", header_style="bold"
+                col, justify="left" if col == heading else "right", header_style="bold"
             )
-        for name in (*PHASE_LABELS, "total"):
+        names = (*PHASE_LABELS, "total") if sampled is None else (*PHASE_LABELS, "total", _RESPONSE)
+        for name in names:
             hist = stats.phases.get(name)
             if hist is None or not hist.count:
                 continue
             q = hist.summary()
             label = f"{name} ({PHASE_LABELS[name]})" if name in PHASE_LABELS else name
+            if name == _RESPONSE:
+                label = "response (every request: exact)"
             table.add_row(
                 _line((label, name)),
                 str(q.count),
