@@ -465,11 +465,13 @@ def test_sample_summary_marks_the_estimates(
 ) -> None:
     """The terminal summary under ``--sample`` keeps the exact request counts, says how many
     were sampled (overall line, a ``sampled`` column, ``N of M`` beside the phases), stars
-    the figures from the sample, and says the slowest requests are the sample's."""
+    the figures from the sample, and says the slowest requests and ``--slo`` are the
+    sample's."""
     n, rate, seed = 200, 0.2, 3
     lines, drawn = sampled_list(site, refused_port, n, rate, seed)
-    out = crawl(url_file(tmp_path, lines), *site.resolve(), "--sample", "0.2", "--sample-seed", "3")
-    assert out.returncode == 1, out.stderr
+    out = crawl(url_file(tmp_path, lines), *site.resolve(), "--sample", "0.2", "--sample-seed", "3",
+                "--slo", "total=0.001")  # fmt: skip
+    assert out.returncode == 1, out.stderr  # the refused port wins over the SLO
     text = out.stdout
     k = sum(drawn)
     head, note = text.splitlines()[:2]
@@ -490,6 +492,8 @@ def test_sample_summary_marks_the_estimates(
     assert f"{k} of {n}" in text[text.index("phases per host") :]
     assert "response" in text and "sampled or not: exact" in text
     assert f"slowest of the {k} sampled requests" in text
+    # --slo is checked on the sample, and its line says so.
+    assert re.search(rf"ms > 0\.001 ms in \d+ of {k} sampled requests \(#", out.stderr)
     assert "\x1b" not in text and "Traceback" not in out.stderr
 
 

@@ -12,6 +12,9 @@ Exit status: 0 every URL got a response (whatever its HTTP status, as curl witho
 URL``; 2 bad input (an option, an unreadable list, a list with no URL in it); 4 a ``--slo``
 limit was exceeded (and no request failed); 130 interrupted by SIGINT or SIGTERM: requests in
 flight are cancelled and reported as such, and every report is still written.
+
+``--sample RATIO`` traces a share of the requests (``Crawler._trace``); the summary and the
+reports say which figures are the sample's (``crawl_report``, ``crawl_view``).
 """
 
 from __future__ import annotations
@@ -365,7 +368,8 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="trace this share of the requests (0 < RATIO <= 1): requests, statuses and errors "
         "still count every request, the phases, reuse, pool wait and slowest requests are "
         "estimates from the sample; a request that fails (or gets a 5xx) is kept even if not "
-        "sampled. --json, --jsonl, --har and --html hold the sampled (and kept) requests only",
+        "sampled. --json, --jsonl, --har and --html hold the sampled (and kept) requests "
+        "only; --slo checks the sample",
     )  # fmt: skip
     pace.add_argument(
         "--sample-seed", type=int, metavar="N", help="the same sample every run (with --sample)"
@@ -594,7 +598,7 @@ def crawl_main(argv: Sequence[str]) -> int:
     # Under --sample, the limits are checked on the sampled requests (the tally sees those).
     checked = (
         f"{crawler.finished} requests"
-        if options.sample is None
+        if options.sample is None or options.sample >= 1
         else f"{crawler.tally.finished} sampled requests"
     )
     for breach in report.breaches:

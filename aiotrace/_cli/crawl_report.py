@@ -8,6 +8,11 @@ how much of it the loop was stalled), and which requests broke a ``--slo`` limit
 aggregate-only Recorder it keeps no request: a crawl of any length runs in memory that grows
 with the number of hosts, not of requests, unless a per-request output (``--json``,
 ``--jsonl``, ``--har``, ``--html``) asks the Recorder to keep every timeline.
+
+Under ``--sample`` the Recorder counts every request at the request boundary (requests,
+statuses, errors, each one's time to its response: exact) and traces the sample, which the
+tally sees alone: the phases, reuse, pool wait, stalls, the slowest requests and ``--slo``
+are the sample's, and each :class:`HostSummary` says how many it holds (``sampled``).
 """
 
 from __future__ import annotations
@@ -109,7 +114,8 @@ class CrawlTally:
     """An observer keeping the slowest requests and the ``--slo`` breaches (module docstring).
 
     Its ``trace`` composes with the Recorder's, after it (the Recorder's stall book catches
-    up with the monitor as a request finishes); ``on_finish`` runs once per finished request,
+    up with the monitor as a request finishes; under ``--sample`` the two observers share
+    one sampling trace instead, in the same order); ``on_finish`` runs once per finished request,
     in the loop: a subtraction and a comparison, unless the request is among the slowest so
     far (a timeline is made of it) or ``slo`` is set (a timeline is made of each request to
     read its phases: a few microseconds).

@@ -132,7 +132,7 @@ def trace_urls(opts: Options) -> int:
     if opts.show_error:
         for line in failures:
             print(line, file=sys.stderr)
-    broken = slo_lines(run.transfers, opts.slo, sampled=opts.sample is not None)
+    broken = slo_lines(run.transfers, opts.slo, sampled=(opts.sample or 1) < 1)
     if opts.show_error:
         for line in broken:
             print(line, file=sys.stderr)

@@ -324,7 +324,7 @@ def host_tables(run: Run) -> list[Any]:
         )
     ]
     rate = run.recorder.sample_rate
-    if rate is not None:
+    if rate is not None and rate < 1:  # --sample 1 traces every request
         traced = sum(1 for t in transfers if t.timeline is not None)
         out.append(
             _line(
