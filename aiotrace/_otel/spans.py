@@ -201,7 +201,10 @@ class OTelTrace:
         self.on_start = self.request_started
         self.on_finish = self.request_finished
         self.on_send = self.sending if propagate else None
-        self.on_unsampled = self.count_unsampled
+        # A request the sampler dropped is only counted in the duration metric: with no
+        # meter (a no-op provider) there is nothing to count, and the boundary need not wrap
+        # the request to time it (what an idle session costs instead of ~10k more).
+        self.on_unsampled = self.count_unsampled if self.metrics.enabled else None
         # What ``sample`` decided, for ``at_boundary`` a moment later in the same call (per
         # thread: each thread's event loop has its own boundary calls).
         self._decided = threading.local()
