@@ -3,15 +3,17 @@
 Theory of operation
 -------------------
 ``OTelTrace.trace`` samples (``ClientTrace(sample=...)``): at the request boundary, once per
-request, ``sample`` starts the request span under the span current in the caller's context,
-so the tracer provider's sampler decides there, with the attributes the semantic conventions
-give a sampler (``http.request.method``, ``url.full``, ``server.address``, ``server.port``).
-``at_boundary``, a moment later in the same call, sees the outcome:
+request, ``sample`` asks the tracer provider's sampler about the request span, under the span
+current in the caller's context, with the attributes the semantic conventions give a sampler
+(``http.request.method``, ``url.full``, ``server.address``, ``server.port``): with the SDK's
+tracer it asks the sampler itself (``decision.py``: a dropped request then costs no span),
+else it starts the span and the sampler decides inside ``start_span``. ``at_boundary``, a
+moment later in the same call, sees the outcome:
 
 * sampled: the span goes to the request's state and the request runs traced;
-* not sampled: the non-recording span's context (flags ``00``) is injected into the
-  request's headers (a copy) there, and the request runs untraced, as in an idle session;
-  ``count_unsampled`` records its duration when it ends.
+* not sampled: the unsampled context (flags ``00``) is injected into the request's headers
+  (a copy) there, and the request runs untraced, as in an idle session; ``count_unsampled``
+  records its duration when it ends (with a meter: a no-op one counts nothing).
 
 A session traced through aiohttp's signals (``trace_config()``: no boundary) starts the span
 in ``on_start`` instead; there an unsampled request runs traced but exports nothing.
@@ -46,7 +48,6 @@ from opentelemetry.context import (  # the keys is_http_instrumentation_enabled(
     _SUPPRESS_HTTP_INSTRUMENTATION_KEY,
     _SUPPRESS_INSTRUMENTATION_KEY,
 )
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
@@ -56,6 +57,7 @@ from .._trace.clock import now as _now
 from .._trace.clock import wall_time
 from .._trace.hooks import ClientTrace, log
 from .._version import __version__
+from .decision import Decider
 from .metrics import SCHEMA_URL, RequestMetrics, error_type
 
 if TYPE_CHECKING:
@@ -189,10 +191,9 @@ class OTelTrace:
         self._tracer = otel_trace.get_tracer(
             "aiotrace", __version__, tracer_provider, schema_url=SCHEMA_URL
         )
-        # The SDK tracer's sampler (public on the SDK's Tracer), asked directly inside an
-        # unsampled trace (see _begin); None for another API implementation.
-        sampler = getattr(self._tracer, "sampler", None)
-        self._sampler: Sampler | None = sampler if isinstance(sampler, Sampler) else None
+        # Asks the SDK tracer's sampler at the boundary itself (see decision.py); None for
+        # another API implementation, or where start_span alone is exact and cheaper.
+        self._decider = Decider.of(self._tracer)
         self.metrics = RequestMetrics(meter_provider)
         self._redaction = redaction
         self._phase_spans = phases == "spans"
@@ -236,28 +237,27 @@ class OTelTrace:
         if _suppressed(parent):
             return None
         start = self._start_for(method, url)
-        sampler = self._sampler
-        if sampler is not None:
+        decider = self._decider
+        if decider is not None:
             current = otel_trace.get_current_span(parent)
-            within = current.get_span_context()
-            if within.is_valid and not within.trace_flags.sampled:
-                # Inside an unsampled trace (a service's request its sampler dropped): ask
-                # the sampler alone. If it drops this one too, the parent's own unsampled
-                # context is what goes on, and the SDK need not make a span for nothing.
-                decision = sampler.should_sample(
-                    parent, within.trace_id, start.name, SpanKind.CLIENT, start.attributes
-                ).decision
-                if decision is Decision.DROP:
-                    flight = _Flight(parent, current, start)
+            dropped = decider.dropped(parent, current, start.name, start.attributes)
+            if dropped is not None:  # its unsampled context goes on, and no span is made
+                flight = _Flight(parent, dropped, start)
+                if dropped is current:  # inside an unsampled trace: the parent's own
                     flight.ctx = parent
-                    return flight
-        span = self._tracer.start_span(
-            start.name,
-            context=parent,
-            kind=SpanKind.CLIENT,
-            attributes=start.attributes,
-            start_time=_ns(perf),
-        )
+                return flight
+        try:
+            span = self._tracer.start_span(
+                start.name,
+                context=parent,
+                kind=SpanKind.CLIENT,
+                attributes=start.attributes,
+                start_time=_ns(perf),
+            )
+        except BaseException:
+            if decider is not None:
+                decider.forget()
+            raise
         return _Flight(parent, span, start)
 
     def sample(self, method: str, url: Any) -> bool:
