@@ -147,8 +147,9 @@ class Decider:
         self._unsampled_only = sampler is DEFAULT_ON
         self._preset = preset or _Preset()
         if preset is None and not self._unsampled_only:
-            tracer.sampler = _PresetSampler(sampler, self._preset)
+            # The id generator first: alone, its wrapper changes nothing (see ``of``).
             tracer.id_generator = _PresetIds(ids, self._preset)
+            tracer.sampler = _PresetSampler(sampler, self._preset)
 
     @classmethod
     def of(cls, tracer: Tracer) -> Decider | None:
@@ -163,7 +164,10 @@ class Decider:
             NoOpTracerMetrics is None or not isinstance(metrics, NoOpTracerMetrics)
         ):
             return None  # the SDK's span metrics count dropped spans: start_span does
-        return cls(tracer, sampler, ids)
+        try:
+            return cls(tracer, sampler, ids)
+        except AttributeError:  # a tracer whose sampler cannot be wrapped: start_span decides
+            return None
 
     def dropped(
         self, parent: Context, current: Span, name: str, attributes: Attributes
