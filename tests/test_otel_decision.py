@@ -83,6 +83,31 @@ class Asked(Sampler):
         return "Asked"
 
 
+class ByName(Sampler):
+    """Asks the sampler named after the span, or ``default``."""
+
+    def __init__(self, by_name: dict[str, Sampler], default: Sampler) -> None:
+        self.by_name = by_name
+        self.default = default
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        return self.by_name.get(name, self.default).should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return "ByName"
+
+
 @pytest.fixture
 def seen() -> list[dict[str, Any]]:
     """What the recording app received, request by request."""
@@ -122,6 +147,11 @@ def _setups() -> dict[str, Callable[[], tuple[Memory, Any, CountingIds]]]:
         ids = CountingIds()
         return memory(sampler, ids), sampler, ids
 
+    def record_only_caller() -> tuple[Memory, Any, CountingIds]:
+        sampler = Asked(lambda _: Decision.DROP)
+        caller = Asked(lambda _: Decision.RECORD_ONLY)
+        return memory(ByName({"caller": caller}, sampler)), sampler, CountingIds()
+
     def record_only() -> tuple[Memory, Any, CountingIds]:
         sampler = Asked(lambda _: Decision.RECORD_ONLY)
         return memory(sampler), sampler, CountingIds()
@@ -136,6 +166,7 @@ def _setups() -> dict[str, Callable[[], tuple[Memory, Any, CountingIds]]]:
             parent_based_asked,
             random_half,
             record_only,
+            record_only_caller,
         )
     }
 
@@ -288,3 +319,27 @@ async def test_several_otel_traces_on_one_provider_share_one_asking(
     assert len(sampler.asked) == 20 and [t.trace_id for t in sent] == sampler.asked
     kept = {(t.trace_id, t.parent_id) for t in sent if t.sampled}
     assert {(s.context.trace_id, s.context.span_id) for s in mem.tree().spans} == kept
+
+
+@pytest.mark.parametrize("setup", ["record_only_caller"], indirect=True)
+async def test_a_request_dropped_inside_a_recording_unsampled_span_leaves_that_span_alone(
+    server: TestServer, seen: list[dict[str, Any]], setup: tuple[Memory, Any, CountingIds]
+) -> None:
+    """Inside a caller's span that records but is not sampled (RECORD_ONLY), a request the
+    sampler drops runs untraced: the caller's context goes out, and the caller's span is
+    neither ended nor given the request's attributes."""
+    mem, _, _ = setup
+    tracer = mem.tracer_provider.get_tracer("test")
+    otel = OTelTrace(tracer_provider=mem.tracer_provider)
+    with tracer.start_as_current_span("caller") as caller:
+        assert caller.is_recording() and not caller.get_span_context().trace_flags.sampled
+        async with (
+            aiotrace.traced_session(trace=otel) as session,
+            session.get(f"http://127.0.0.1:{server.port}/ok", timeout=TIMEOUT) as r,
+        ):
+            await r.read()
+        assert caller.is_recording()
+        assert "http.request.method" not in (getattr(caller, "attributes", None) or {})
+    (tp,) = (Traceparent.parse(s["traceparent"][0]) for s in seen)
+    ctx = caller.get_span_context()
+    assert (tp.trace_id, tp.parent_id, tp.sampled) == (ctx.trace_id, ctx.span_id, False)

@@ -157,12 +157,16 @@ class _Start:
 class _Flight:
     """One request's OTel state, from its start to its end (``RequestState.observer_data``)."""
 
-    __slots__ = ("ctx", "hop_spans", "parent", "span", "start", "version")
+    __slots__ = ("ctx", "hop_spans", "parent", "recording", "span", "start", "version")
 
-    def __init__(self, parent: otel_context.Context, span: Span, start: _Start) -> None:
+    def __init__(
+        self, parent: otel_context.Context, span: Span, start: _Start, recording: bool
+    ) -> None:
         self.parent = parent
         self.span = span
         self.start = start
+        # span.is_recording(), asked once: it holds until the span ends, in _finish.
+        self.recording = recording
         self.ctx: otel_context.Context | None = None  # the request span's context
         self.hop_spans: dict[HopState, Span] | None = None  # started as their requests went
         self.version: Any = None  # the HTTP version the last round trip was sent with
@@ -242,7 +246,7 @@ class OTelTrace:
             current = otel_trace.get_current_span(parent)
             dropped = decider.dropped(parent, current, start.name, start.attributes)
             if dropped is not None:  # its unsampled context goes on, and no span is made
-                flight = _Flight(parent, dropped, start)
+                flight = _Flight(parent, dropped, start, False)
                 if dropped is current:  # inside an unsampled trace: the parent's own
                     flight.ctx = parent
                 return flight
@@ -258,7 +262,7 @@ class OTelTrace:
             if decider is not None:
                 decider.forget()
             raise
-        return _Flight(parent, span, start)
+        return _Flight(parent, span, start, span.is_recording())
 
     def sample(self, method: str, url: Any) -> bool:
         """The ClientTrace's sampler, asked at the request boundary: start the request's span
@@ -269,7 +273,7 @@ class OTelTrace:
             log.exception("aiotrace: the OTel span could not be started; the request goes on")
             flight = None
         self._decided.flight = flight
-        return flight is not None and flight.span.is_recording()
+        return flight is not None and flight.recording
 
     def at_boundary(self, chosen: ClientTrace | None, kw: dict[str, Any]) -> _Flight | None:
         """Right after ``sample``, at the boundary: a sampled request's span goes to its
@@ -287,7 +291,7 @@ class OTelTrace:
             try:
                 headers = CIMultiDict(kw.get("headers") or ())  # a copy: the caller's stays
                 ctx = flight.ctx or otel_trace.set_span_in_context(flight.span, flight.parent)
-                propagate.inject(headers, context=ctx)
+                propagate.get_global_textmap().inject(headers, ctx)
                 kw["headers"] = headers
             except Exception:
                 log.exception("aiotrace: the trace context could not be injected")
@@ -338,7 +342,7 @@ class OTelTrace:
             if ctx is None:
                 ctx = flight.ctx = otel_trace.set_span_in_context(flight.span, flight.parent)
             hop = state.hop
-            if hop is not None and (hop.index or hop.attempt) and flight.span.is_recording():
+            if hop is not None and (hop.index or hop.attempt) and flight.recording:
                 span = self._tracer.start_span(
                     _hop_name(hop),
                     context=ctx,
@@ -349,7 +353,8 @@ class OTelTrace:
                     flight.hop_spans = {}
                 flight.hop_spans[hop] = span
                 ctx = otel_trace.set_span_in_context(span, ctx)
-            propagate.inject(headers, context=ctx)
+            # The global propagator (what propagate.inject calls, one frame fewer).
+            propagate.get_global_textmap().inject(headers, ctx)
         except Exception:
             log.exception("aiotrace: the trace context could not be injected; the request goes on")
 
@@ -378,7 +383,7 @@ class OTelTrace:
                 t_end - state.t_start, start.method, start.host, start.port, status, etype
             )
         span = flight.span
-        recording = span.is_recording()
+        recording = flight.recording
         if not (recording or metrics.enabled):
             return
         hops = state.hops
