@@ -276,10 +276,11 @@ def _configs() -> list[Config]:
     try:
         provider = _drop_spans_provider()
         provider_10 = _drop_spans_provider(0.1)
+        provider_0 = _drop_spans_provider(0.0)
         meter_provider = _unread_meter_provider()
     except ImportError:
         # Every OTel config then fails to build and is skipped (_need).
-        provider = provider_10 = meter_provider = None
+        provider = provider_10 = provider_0 = meter_provider = None
     return [
         Config("plain", _plain),
         Config("plain2", _plain),
@@ -295,6 +296,7 @@ def _configs() -> list[Config]:
         Config("otel-official", _otel_official(provider)),
         Config("otel-instrument", _otel_instrument(provider)),
         Config("otel-instrument-10pct", _otel_instrument(provider_10)),
+        Config("otel-instrument-0pct", _otel_instrument(provider_0)),
         Config("otel-instrument-spans", _otel_instrument(provider, phases="spans")),
         Config(
             "otel-instrument-metrics", _otel_instrument(provider, meter_provider=meter_provider)

@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Sampler
 
 __all__ = [
@@ -50,10 +51,11 @@ class Memory:
         return Tree(self.spans.get_finished_spans())
 
 
-def memory(sampler: Sampler | None = None) -> Memory:
-    """SDK providers exporting spans and metrics to memory (``sampler``: the SDK default)."""
+def memory(sampler: Sampler | None = None, id_generator: IdGenerator | None = None) -> Memory:
+    """SDK providers exporting spans and metrics to memory (``sampler``, ``id_generator``:
+    the SDK defaults)."""
     exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+    tracer_provider = TracerProvider(sampler=sampler, id_generator=id_generator)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     return Memory(tracer_provider, exporter, MeterProvider(metric_readers=[reader]), reader)
@@ -155,6 +157,7 @@ def recording_app(seen: list[dict[str, Any]]) -> web.Application:
                 "path": request.path,
                 "traceparent": request.headers.getall("traceparent", []),
                 "baggage": request.headers.getall("baggage", []),
+                "tracestate": request.headers.getall("tracestate", []),
             }
         )
         if request.path == "/start":

@@ -3,15 +3,17 @@
 Theory of operation
 -------------------
 ``OTelTrace.trace`` samples (``ClientTrace(sample=...)``): at the request boundary, once per
-request, ``sample`` starts the request span under the span current in the caller's context,
-so the tracer provider's sampler decides there, with the attributes the semantic conventions
-give a sampler (``http.request.method``, ``url.full``, ``server.address``, ``server.port``).
-``at_boundary``, a moment later in the same call, sees the outcome:
+request, ``sample`` asks the tracer provider's sampler about the request span, under the span
+current in the caller's context, with the attributes the semantic conventions give a sampler
+(``http.request.method``, ``url.full``, ``server.address``, ``server.port``): with the SDK's
+tracer it asks the sampler itself (``decision.py``: a dropped request then costs no span),
+else it starts the span and the sampler decides inside ``start_span``. ``at_boundary``, a
+moment later in the same call, sees the outcome:
 
 * sampled: the span goes to the request's state and the request runs traced;
-* not sampled: the non-recording span's context (flags ``00``) is injected into the
-  request's headers (a copy) there, and the request runs untraced, as in an idle session;
-  ``count_unsampled`` records its duration when it ends.
+* not sampled: the unsampled context (flags ``00``) is injected into the request's headers
+  (a copy) there, and the request runs untraced, as in an idle session; ``count_unsampled``
+  records its duration when it ends (with a meter: a no-op one counts nothing).
 
 A session traced through aiohttp's signals (``trace_config()``: no boundary) starts the span
 in ``on_start`` instead; there an unsampled request runs traced but exports nothing.
@@ -46,7 +48,6 @@ from opentelemetry.context import (  # the keys is_http_instrumentation_enabled(
     _SUPPRESS_HTTP_INSTRUMENTATION_KEY,
     _SUPPRESS_INSTRUMENTATION_KEY,
 )
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
@@ -56,6 +57,7 @@ from .._trace.clock import now as _now
 from .._trace.clock import wall_time
 from .._trace.hooks import ClientTrace, log
 from .._version import __version__
+from .decision import Decider
 from .metrics import SCHEMA_URL, RequestMetrics, error_type
 
 if TYPE_CHECKING:
@@ -155,12 +157,16 @@ class _Start:
 class _Flight:
     """One request's OTel state, from its start to its end (``RequestState.observer_data``)."""
 
-    __slots__ = ("ctx", "hop_spans", "parent", "span", "start", "version")
+    __slots__ = ("ctx", "hop_spans", "parent", "recording", "span", "start", "version")
 
-    def __init__(self, parent: otel_context.Context, span: Span, start: _Start) -> None:
+    def __init__(
+        self, parent: otel_context.Context, span: Span, start: _Start, recording: bool
+    ) -> None:
         self.parent = parent
         self.span = span
         self.start = start
+        # span.is_recording(), asked once: it holds until the span ends, in _finish.
+        self.recording = recording
         self.ctx: otel_context.Context | None = None  # the request span's context
         self.hop_spans: dict[HopState, Span] | None = None  # started as their requests went
         self.version: Any = None  # the HTTP version the last round trip was sent with
@@ -189,10 +195,9 @@ class OTelTrace:
         self._tracer = otel_trace.get_tracer(
             "aiotrace", __version__, tracer_provider, schema_url=SCHEMA_URL
         )
-        # The SDK tracer's sampler (public on the SDK's Tracer), asked directly inside an
-        # unsampled trace (see _begin); None for another API implementation.
-        sampler = getattr(self._tracer, "sampler", None)
-        self._sampler: Sampler | None = sampler if isinstance(sampler, Sampler) else None
+        # Asks the SDK tracer's sampler at the boundary itself (see decision.py); None for
+        # another API implementation, or where start_span alone is exact and cheaper.
+        self._decider = Decider.of(self._tracer)
         self.metrics = RequestMetrics(meter_provider)
         self._redaction = redaction
         self._phase_spans = phases == "spans"
@@ -201,7 +206,10 @@ class OTelTrace:
         self.on_start = self.request_started
         self.on_finish = self.request_finished
         self.on_send = self.sending if propagate else None
-        self.on_unsampled = self.count_unsampled
+        # A request the sampler dropped is only counted in the duration metric: with no
+        # meter (a no-op provider) there is nothing to count, and the boundary need not wrap
+        # the request to time it (what an idle session costs instead of ~10k more).
+        self.on_unsampled = self.count_unsampled if self.metrics.enabled else None
         # What ``sample`` decided, for ``at_boundary`` a moment later in the same call (per
         # thread: each thread's event loop has its own boundary calls).
         self._decided = threading.local()
@@ -233,29 +241,28 @@ class OTelTrace:
         if _suppressed(parent):
             return None
         start = self._start_for(method, url)
-        sampler = self._sampler
-        if sampler is not None:
+        decider = self._decider
+        if decider is not None:
             current = otel_trace.get_current_span(parent)
-            within = current.get_span_context()
-            if within.is_valid and not within.trace_flags.sampled:
-                # Inside an unsampled trace (a service's request its sampler dropped): ask
-                # the sampler alone. If it drops this one too, the parent's own unsampled
-                # context is what goes on, and the SDK need not make a span for nothing.
-                decision = sampler.should_sample(
-                    parent, within.trace_id, start.name, SpanKind.CLIENT, start.attributes
-                ).decision
-                if decision is Decision.DROP:
-                    flight = _Flight(parent, current, start)
+            dropped = decider.dropped(parent, current, start.name, start.attributes)
+            if dropped is not None:  # its unsampled context goes on, and no span is made
+                flight = _Flight(parent, dropped, start, False)
+                if dropped is current:  # inside an unsampled trace: the parent's own
                     flight.ctx = parent
-                    return flight
-        span = self._tracer.start_span(
-            start.name,
-            context=parent,
-            kind=SpanKind.CLIENT,
-            attributes=start.attributes,
-            start_time=_ns(perf),
-        )
-        return _Flight(parent, span, start)
+                return flight
+        try:
+            span = self._tracer.start_span(
+                start.name,
+                context=parent,
+                kind=SpanKind.CLIENT,
+                attributes=start.attributes,
+                start_time=_ns(perf),
+            )
+        except BaseException:
+            if decider is not None:
+                decider.forget()
+            raise
+        return _Flight(parent, span, start, span.is_recording())
 
     def sample(self, method: str, url: Any) -> bool:
         """The ClientTrace's sampler, asked at the request boundary: start the request's span
@@ -266,7 +273,7 @@ class OTelTrace:
             log.exception("aiotrace: the OTel span could not be started; the request goes on")
             flight = None
         self._decided.flight = flight
-        return flight is not None and flight.span.is_recording()
+        return flight is not None and flight.recording
 
     def at_boundary(self, chosen: ClientTrace | None, kw: dict[str, Any]) -> _Flight | None:
         """Right after ``sample``, at the boundary: a sampled request's span goes to its
@@ -284,7 +291,7 @@ class OTelTrace:
             try:
                 headers = CIMultiDict(kw.get("headers") or ())  # a copy: the caller's stays
                 ctx = flight.ctx or otel_trace.set_span_in_context(flight.span, flight.parent)
-                propagate.inject(headers, context=ctx)
+                propagate.get_global_textmap().inject(headers, ctx)
                 kw["headers"] = headers
             except Exception:
                 log.exception("aiotrace: the trace context could not be injected")
@@ -335,7 +342,7 @@ class OTelTrace:
             if ctx is None:
                 ctx = flight.ctx = otel_trace.set_span_in_context(flight.span, flight.parent)
             hop = state.hop
-            if hop is not None and (hop.index or hop.attempt) and flight.span.is_recording():
+            if hop is not None and (hop.index or hop.attempt) and flight.recording:
                 span = self._tracer.start_span(
                     _hop_name(hop),
                     context=ctx,
@@ -346,7 +353,8 @@ class OTelTrace:
                     flight.hop_spans = {}
                 flight.hop_spans[hop] = span
                 ctx = otel_trace.set_span_in_context(span, ctx)
-            propagate.inject(headers, context=ctx)
+            # The global propagator (what propagate.inject calls, one frame fewer).
+            propagate.get_global_textmap().inject(headers, ctx)
         except Exception:
             log.exception("aiotrace: the trace context could not be injected; the request goes on")
 
@@ -375,7 +383,7 @@ class OTelTrace:
                 t_end - state.t_start, start.method, start.host, start.port, status, etype
             )
         span = flight.span
-        recording = span.is_recording()
+        recording = flight.recording
         if not (recording or metrics.enabled):
             return
         hops = state.hops
