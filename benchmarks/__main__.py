@@ -182,11 +182,15 @@ def _empty_trace(options: ConnectorOptions) -> aiohttp.ClientSession:
 
 def _noop_hooks(options: ConnectorOptions) -> aiohttp.ClientSession:
     lib = _aiotrace()
-    # Hook fields are the public ones defaulting to None (not propagate_errors, not private state).
+    # Hook fields are the public ones defaulting to None (not propagate_errors, not private
+    # state, not the sampling settings).
     hooks = {
         f.name: _noop
         for f in dataclasses.fields(lib.ClientTrace)
-        if f.init and not f.name.startswith("_") and f.default is None
+        if f.init
+        and not f.name.startswith("_")
+        and f.default is None
+        and f.name not in ("sample", "sample_seed")
     }
     return _traced(options, trace=lib.ClientTrace(**hooks))
 
