@@ -437,14 +437,19 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be a positive number of seconds")
     if args.max_redirs < -1:
         raise UsageError("--max-redirs must be -1 (no limit) or more")
+    check_sample(args.sample, args.sample_seed)
     if args.sample is not None:
-        if not 0 < args.sample <= 1:
-            raise UsageError(f"--sample must be a ratio in (0, 1], e.g. 0.1, not {args.sample:g}")
         if args.repeat < 2:
             raise UsageError("--sample samples a repeated run: give -n N (N > 1)")
         if args.write_out is not None:
             raise UsageError("-w reads every request's timings: it does not go with --sample")
-    elif args.sample_seed is not None:
+
+
+def check_sample(sample: float | None, seed: int | None) -> None:
+    """``--sample RATIO`` and ``--sample-seed N``, as the command and ``crawl`` take them."""
+    if sample is not None and not 0 < sample <= 1:
+        raise UsageError(f"--sample must be a ratio in (0, 1], e.g. 0.1, not {sample:g}")
+    if seed is not None and sample is None:
         raise UsageError("--sample-seed goes with --sample")
 
 

@@ -43,7 +43,17 @@ from .._record.stalls import LoopStallMonitor
 from .._report.html import document_from_recorder, render_html
 from .._trace.clock import wall_time
 from .._trace.hooks import ClientTrace, compose
-from .args import SLO_KEYS, UsageError, _formatter, _headers, _Parser, _resolve, _slo, _ssl
+from .args import (
+    SLO_KEYS,
+    UsageError,
+    _formatter,
+    _headers,
+    _Parser,
+    _resolve,
+    _slo,
+    _ssl,
+    check_sample,
+)
 from .crawl_report import (
     CrawlCounts,
     CrawlReport,
@@ -397,10 +407,7 @@ def _options(args: argparse.Namespace) -> CrawlOptions:
         raise UsageError("--max-time must be positive")
     if args.rate is not None and not args.rate > 0:
         raise UsageError("--rate must be positive")
-    if args.sample is not None and not 0 < args.sample <= 1:
-        raise UsageError(f"--sample must be a ratio in (0, 1], e.g. 0.1, not {args.sample:g}")
-    if args.sample_seed is not None and args.sample is None:
-        raise UsageError("--sample-seed goes with --sample")
+    check_sample(args.sample, args.sample_seed)
     method = args.method.strip().upper()
     if not method or not method.isascii() or not all(c.isalnum() or c in "-_" for c in method):
         raise UsageError(f"-X: not a method: {args.method!r}")
